@@ -1,0 +1,86 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "loyalty-edge",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SyncProtocol", targets: ["SyncProtocol"]),
+        .library(name: "EdgeNode", targets: ["EdgeNode"]),
+        .library(name: "HubNode", targets: ["HubNode"]),
+        .executable(name: "edge", targets: ["edge"]),
+        .executable(name: "hub", targets: ["hub"]),
+        .executable(name: "simulate", targets: ["simulate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries from Debian, installed by scripts/bootstrap.
+        .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+
+        // Sans-IO core: counters, clocks, wire format, channel and session state machines.
+        .target(name: "SyncProtocol", dependencies: ["CSodium"]),
+        // I/O runtime shared by edge and hub: libuv loop, SQLite writer thread, line framing.
+        .target(
+            name: "NodeKit",
+            dependencies: ["CLibUV", "CSQLite", "SyncProtocol", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "EdgeNode",
+            dependencies: ["SyncProtocol", "NodeKit", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "HubNode",
+            dependencies: ["SyncProtocol", "NodeKit", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "edge",
+            dependencies: [
+                "EdgeNode", "NodeKit", "SyncProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "hub",
+            dependencies: [
+                "HubNode", "NodeKit", "SyncProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // Simulations: the process harness (real executables on loopback) and the `simulate` tool.
+        .target(
+            name: "Harness",
+            dependencies: ["NodeKit", "SyncProtocol", "EdgeNode"],
+            path: "Simulations/Harness"
+        ),
+        .executableTarget(
+            name: "simulate",
+            dependencies: [
+                "Harness", "NodeKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Simulations/simulate"
+        ),
+
+        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol"]),
+        .testTarget(name: "NodeKitTests", dependencies: ["NodeKit", "SyncProtocol"]),
+        .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
+        .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "NodeKit", "SyncProtocol"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Harness", "EdgeNode", "SyncProtocol"]),
+    ]
+)
+
+for target in package.targets where target.type != .system {
+    var settings = target.swiftSettings ?? []
+    settings.append(.enableUpcomingFeature("ExistentialAny"))
+    settings.append(.enableUpcomingFeature("MemberImportVisibility"))
+    target.swiftSettings = settings
+}

@@ -1,0 +1,33 @@
+/// Versioned schema migrations: each step runs once, in order, in its own transaction, and
+/// `PRAGMA user_version` records the last one applied.
+public struct Migrator: Sendable {
+    public struct Step: Sendable {
+        public let version: Int64
+        public let sql: String
+        public init(version: Int64, sql: String) {
+            self.version = version
+            self.sql = sql
+        }
+    }
+
+    public let steps: [Step]
+    public init(steps: [Step]) { self.steps = steps }
+
+    public var latestVersion: Int64 { steps.last?.version ?? 0 }
+
+    /// Brings the database up to the latest version (or to `target`).
+    public func migrate(_ db: SQLiteConnection, upTo target: Int64? = nil) throws {
+        let current = try db.userVersion
+        if current > latestVersion {
+            throw SQLiteError(
+                code: 0, message: "database schema version \(current) is newer than this build knows (\(latestVersion))",
+                sql: "migrate")
+        }
+        for step in steps where step.version > current && step.version <= (target ?? latestVersion) {
+            try db.transaction {
+                try db.execute(step.sql)
+                try db.execute("PRAGMA user_version = \(step.version)")
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+import CSQLite
+
+private let transientDestructor = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// A SQLite failure: the result code, SQLite's message and the statement being run.
+public struct SQLiteError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let code: Int32
+    public let message: String
+    public let sql: String
+
+    public var isConstraintViolation: Bool { code & 0xFF == SQLITE_CONSTRAINT }
+    public var description: String { "database error \(code) (\(message)) while running: \(sql)" }
+}
+
+/// A value bound to or read from a statement.
+public enum SQLiteValue: Sendable, Equatable, ExpressibleByIntegerLiteral, ExpressibleByStringLiteral,
+    ExpressibleByNilLiteral
+{
+    case null
+    case integer(Int64)
+    case text(String)
+    case blob([UInt8])
+
+    public init(integerLiteral value: Int64) { self = .integer(value) }
+    public init(stringLiteral value: String) { self = .text(value) }
+    public init(nilLiteral: ()) { self = .null }
+
+    /// Unsigned values are stored as their Int64 bit pattern when above Int64.max.
+    public static func uint(_ value: UInt64) -> SQLiteValue { .integer(Int64(bitPattern: value)) }
+    public static func int(_ value: Int) -> SQLiteValue { .integer(Int64(value)) }
+}
+
+/// One result row.
+public struct SQLiteRow: Sendable {
+    public let values: [SQLiteValue]
+
+    public func int(_ index: Int) -> Int64 {
+        if case .integer(let value) = values[index] { return value }
+        return 0
+    }
+
+    public func uint(_ index: Int) -> UInt64 { UInt64(bitPattern: int(index)) }
+
+    public func text(_ index: Int) -> String {
+        if case .text(let value) = values[index] { return value }
+        return ""
+    }
+
+    public func blob(_ index: Int) -> [UInt8] {
+        switch values[index] {
+        case .blob(let value): return value
+        case .text(let value): return Array(value.utf8)
+        default: return []
+        }
+    }
+
+    public func isNull(_ index: Int) -> Bool { values[index] == .null }
+}
+
+/// A SQLite connection with a prepared-statement cache. Not thread-safe: one thread at a time
+/// (the `DatabaseWriter` thread, or the thread that opened it before handing it over).
+public final class SQLiteConnection: @unchecked Sendable {
+    // @unchecked: ownership moves between threads only through DatabaseWriter's lock, never shared.
+    private var db: OpaquePointer?
+    private var cache: [String: OpaquePointer] = [:]
+    public let path: String
+
+    public init(path: String, readOnly: Bool = false) throws(SQLiteError) {
+        self.path = path
+        let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
+        let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close_v2(db)
+            db = nil
+            throw SQLiteError(code: rc, message: message, sql: "open \(path)")
+        }
+        sqlite3_busy_timeout(db, 5_000)
+    }
+
+    /// The durable defaults: WAL, synchronous=FULL, foreign keys on.
+    public func configureDurable() throws(SQLiteError) {
+        try execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+    }
+
+    private func error(_ rc: Int32, _ sql: String) -> SQLiteError {
+        SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(db)), sql: sql)
+    }
+
+    /// Runs one or more statements without parameters.
+    public func execute(_ sql: String) throws(SQLiteError) {
+        var message: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(db, sql, nil, nil, &message)
+        if rc != SQLITE_OK {
+            let text = message.map { String(cString: $0) } ?? "unknown"
+            sqlite3_free(message)
+            throw SQLiteError(code: rc, message: text, sql: sql)
+        }
+    }
+
+    private func prepare(_ sql: String) throws(SQLiteError) -> OpaquePointer {
+        if let statement = cache[sql] { return statement }
+        var statement: OpaquePointer?
+        let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw error(rc, sql) }
+        cache[sql] = statement
+        return statement
+    }
+
+    private func bind(_ statement: OpaquePointer, _ arguments: [SQLiteValue], _ sql: String) throws(SQLiteError) {
+        for (offset, value) in arguments.enumerated() {
+            let index = Int32(offset + 1)
+            let rc: Int32
+            switch value {
+            case .null: rc = sqlite3_bind_null(statement, index)
+            case .integer(let number): rc = sqlite3_bind_int64(statement, index, number)
+            case .text(let text): rc = sqlite3_bind_text(statement, index, text, -1, transientDestructor)
+            case .blob(let bytes):
+                rc = bytes.withUnsafeBytes {
+                    sqlite3_bind_blob(statement, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count), transientDestructor)
+                }
+            }
+            guard rc == SQLITE_OK else { throw error(rc, sql) }
+        }
+    }
+
+    /// Runs a statement and returns every row.
+    @discardableResult
+    public func query(_ sql: String, _ arguments: [SQLiteValue] = []) throws(SQLiteError) -> [SQLiteRow] {
+        let statement = try prepare(sql)
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
+        }
+        try bind(statement, arguments, sql)
+        var rows: [SQLiteRow] = []
+        while true {
+            let rc = sqlite3_step(statement)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw error(rc, sql) }
+            let columns = sqlite3_column_count(statement)
+            var values: [SQLiteValue] = []
+            values.reserveCapacity(Int(columns))
+            for column in 0..<columns {
+                switch sqlite3_column_type(statement, column) {
+                case SQLITE_INTEGER: values.append(.integer(sqlite3_column_int64(statement, column)))
+                case SQLITE_TEXT: values.append(.text(String(cString: sqlite3_column_text(statement, column))))
+                case SQLITE_BLOB:
+                    let count = Int(sqlite3_column_bytes(statement, column))
+                    if let base = sqlite3_column_blob(statement, column) {
+                        values.append(.blob(Array(UnsafeRawBufferPointer(start: base, count: count))))
+                    } else {
+                        values.append(.blob([]))
+                    }
+                case SQLITE_FLOAT: values.append(.integer(Int64(sqlite3_column_double(statement, column))))
+                default: values.append(.null)
+                }
+            }
+            rows.append(SQLiteRow(values: values))
+        }
+        return rows
+    }
+
+    /// Runs a statement for its effect; returns the number of rows changed.
+    @discardableResult
+    public func run(_ sql: String, _ arguments: [SQLiteValue] = []) throws(SQLiteError) -> Int {
+        try query(sql, arguments)
+        return Int(sqlite3_changes(db))
+    }
+
+    /// The first column of the first row, as an integer (nil when there is no row or it is NULL).
+    public func scalar(_ sql: String, _ arguments: [SQLiteValue] = []) throws(SQLiteError) -> Int64? {
+        guard let row = try query(sql, arguments).first, !row.isNull(0) else { return nil }
+        return row.int(0)
+    }
+
+    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(db) }
+
+    /// Runs `body` in one IMMEDIATE transaction; rolls back if it throws.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// The schema version kept in `PRAGMA user_version`.
+    public var userVersion: Int64 {
+        get throws(SQLiteError) { try scalar("PRAGMA user_version") ?? 0 }
+    }
+
+    public func close() {
+        for statement in cache.values { sqlite3_finalize(statement) }
+        cache.removeAll()
+        sqlite3_close_v2(db)
+        db = nil
+    }
+
+    deinit { close() }
+}

@@ -1,0 +1,232 @@
+/// A member record as registered at a store.
+public struct MemberRecord: Sendable, Equatable {
+    public var id: MemberID
+    /// The card number printed on the card (EAN-13 digits), validated at registration.
+    public var card: String
+    /// Keyed hash of the E.164 phone number (empty when none); phone numbers are never stored.
+    public var phoneHash: [UInt8]
+    public var referrer: MemberID?
+    public var registeredAt: HLCTimestamp
+
+    public init(id: MemberID, card: String, phoneHash: [UInt8], referrer: MemberID?, registeredAt: HLCTimestamp) {
+        self.id = id
+        self.card = card
+        self.phoneHash = phoneHash
+        self.referrer = referrer
+        self.registeredAt = registeredAt
+    }
+}
+
+/// A purchase at a lane: what was paid, earned and redeemed.
+public struct PurchaseRecord: Sendable, Equatable {
+    public var member: MemberID
+    public var lane: String
+    public var receipt: String
+    /// Check total in minor currency units (kopecks).
+    public var amountMinor: UInt64
+    public var pointsEarned: UInt64
+    public var pointsRedeemed: UInt64
+
+    public init(
+        member: MemberID, lane: String, receipt: String, amountMinor: UInt64, pointsEarned: UInt64,
+        pointsRedeemed: UInt64
+    ) {
+        self.member = member
+        self.lane = lane
+        self.receipt = receipt
+        self.amountMinor = amountMinor
+        self.pointsEarned = pointsEarned
+        self.pointsRedeemed = pointsRedeemed
+    }
+}
+
+/// What a log entry records. The counter effects travel beside it in `LogEntry.effects`.
+public enum Operation: Sendable, Equatable {
+    case registerMember(MemberRecord)
+    case purchase(PurchaseRecord)
+    /// Redemption rights handed from the entry's origin to another node.
+    case rightsMove(member: MemberID, account: Account, to: NodeID, points: UInt64)
+}
+
+/// A counter slot raised to an absolute value by a log entry. Applying it is `max`, so
+/// applying an entry twice, or out of order, changes nothing.
+public struct SlotWrite: Sendable, Equatable {
+    public var member: MemberID
+    public var account: Account
+    public var slot: SlotKey
+    public var value: UInt64
+
+    public init(member: MemberID, account: Account, slot: SlotKey, value: UInt64) {
+        self.member = member
+        self.account = account
+        self.slot = slot
+        self.value = value
+    }
+}
+
+/// Why a log entry from a peer was refused.
+public enum EntryError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The entry writes a slot that belongs to another node (origin binding).
+    case foreignSlot(origin: NodeID, slotOwner: NodeID)
+    /// The entry claims an origin other than the authenticated peer.
+    case wrongOrigin(claimed: NodeID, authenticated: NodeID)
+    /// Sequence numbers must follow on without holes.
+    case gap(origin: NodeID, expected: UInt64, got: UInt64)
+
+    public var description: String {
+        switch self {
+        case .foreignSlot(let origin, let owner):
+            return "entry from \(origin) writes a counter slot owned by \(owner)"
+        case .wrongOrigin(let claimed, let authenticated):
+            return "entry claims origin \(claimed) but the channel is authenticated as \(authenticated)"
+        case .gap(let origin, let expected, let got):
+            return "gap in the log of \(origin): expected entry \(expected), got \(got)"
+        }
+    }
+}
+
+/// One entry of a node's append-only operation log, numbered 1, 2, 3, … per origin.
+public struct LogEntry: Sendable, Equatable {
+    public var origin: NodeID
+    public var sequence: UInt64
+    public var timestamp: HLCTimestamp
+    /// The POS's idempotency key (`lane/receipt`), empty for internal operations.
+    public var idempotencyKey: String
+    public var operation: Operation
+    public var effects: [SlotWrite]
+
+    public init(
+        origin: NodeID, sequence: UInt64, timestamp: HLCTimestamp, idempotencyKey: String, operation: Operation,
+        effects: [SlotWrite]
+    ) {
+        self.origin = origin
+        self.sequence = sequence
+        self.timestamp = timestamp
+        self.idempotencyKey = idempotencyKey
+        self.operation = operation
+        self.effects = effects
+    }
+
+    /// Checks that every effect raises a slot the origin owns.
+    public func validateOrigin() throws(EntryError) {
+        for effect in effects where effect.slot.owner != origin {
+            throw .foreignSlot(origin: origin, slotOwner: effect.slot.owner)
+        }
+    }
+}
+
+// MARK: - Wire encoding
+
+extension LogEntry {
+    static let maxEffects = 64
+    static let maxTextBytes = 256
+
+    public func encode(into writer: inout ByteWriter) {
+        writer.write(origin.rawValue)
+        writer.write(sequence)
+        writer.write(timestamp.rawValue)
+        writer.writeString(idempotencyKey)
+        switch operation {
+        case .registerMember(let record):
+            writer.write(UInt8(1))
+            writer.write(record.id.rawValue)
+            writer.writeString(record.card)
+            writer.writeBytes(record.phoneHash)
+            writer.write(record.referrer?.rawValue ?? 0)
+            writer.write(record.registeredAt.rawValue)
+        case .purchase(let purchase):
+            writer.write(UInt8(2))
+            writer.write(purchase.member.rawValue)
+            writer.writeString(purchase.lane)
+            writer.writeString(purchase.receipt)
+            writer.write(purchase.amountMinor)
+            writer.write(purchase.pointsEarned)
+            writer.write(purchase.pointsRedeemed)
+        case .rightsMove(let member, let account, let to, let points):
+            writer.write(UInt8(3))
+            writer.write(member.rawValue)
+            writer.write(account.rawValue)
+            writer.write(to.rawValue)
+            writer.write(points)
+        }
+        writer.write(UInt32(effects.count))
+        for effect in effects {
+            writer.write(effect.member.rawValue)
+            writer.write(effect.account.rawValue)
+            writer.write(effect.slot.kind.rawValue)
+            writer.write(effect.slot.from.rawValue)
+            writer.write(effect.slot.to.rawValue)
+            writer.write(effect.value)
+        }
+    }
+
+    public static func decode(from reader: inout ByteReader) throws(WireError) -> LogEntry {
+        let origin = NodeID(try reader.readUInt32())
+        let sequence = try reader.readUInt64()
+        let timestamp = HLCTimestamp(rawValue: try reader.readUInt64())
+        let key = try reader.readString(field: "idempotency key", limit: maxTextBytes)
+        let operation: Operation
+        switch try reader.readUInt8() {
+        case 1:
+            let id = MemberID(rawValue: try reader.readUInt64())
+            let card = try reader.readString(field: "card", limit: maxTextBytes)
+            let phoneHash = try reader.readBytes(field: "phone hash", limit: 64)
+            let referrer = try reader.readUInt64()
+            let registeredAt = HLCTimestamp(rawValue: try reader.readUInt64())
+            operation = .registerMember(
+                MemberRecord(
+                    id: id, card: card, phoneHash: phoneHash, referrer: referrer == 0 ? nil : MemberID(rawValue: referrer),
+                    registeredAt: registeredAt))
+        case 2:
+            let member = MemberID(rawValue: try reader.readUInt64())
+            let lane = try reader.readString(field: "lane", limit: maxTextBytes)
+            let receipt = try reader.readString(field: "receipt", limit: maxTextBytes)
+            operation = .purchase(
+                PurchaseRecord(
+                    member: member, lane: lane, receipt: receipt, amountMinor: try reader.readUInt64(),
+                    pointsEarned: try reader.readUInt64(), pointsRedeemed: try reader.readUInt64()))
+        case 3:
+            let member = MemberID(rawValue: try reader.readUInt64())
+            let account = try decodeAccount(&reader)
+            let to = NodeID(try reader.readUInt32())
+            operation = .rightsMove(member: member, account: account, to: to, points: try reader.readUInt64())
+        case let tag:
+            throw .unknownTag(field: "operation", value: UInt64(tag))
+        }
+        let count = try reader.readCount(field: "effects", limit: maxEffects)
+        var effects: [SlotWrite] = []
+        effects.reserveCapacity(count)
+        for _ in 0..<count {
+            let member = MemberID(rawValue: try reader.readUInt64())
+            let account = try decodeAccount(&reader)
+            let kindTag = try reader.readUInt8()
+            guard let kind = SlotKind(rawValue: kindTag) else { throw .unknownTag(field: "slot kind", value: UInt64(kindTag)) }
+            let from = NodeID(try reader.readUInt32())
+            let to = NodeID(try reader.readUInt32())
+            let value = try reader.readUInt64()
+            effects.append(SlotWrite(member: member, account: account, slot: SlotKey(kind: kind, from: from, to: to), value: value))
+        }
+        return LogEntry(
+            origin: origin, sequence: sequence, timestamp: timestamp, idempotencyKey: key, operation: operation,
+            effects: effects)
+    }
+
+    private static func decodeAccount(_ reader: inout ByteReader) throws(WireError) -> Account {
+        let tag = try reader.readUInt8()
+        guard let account = Account(rawValue: tag) else { throw .unknownTag(field: "account", value: UInt64(tag)) }
+        return account
+    }
+
+    /// The entry alone as bytes (how nodes store it).
+    public var encoded: [UInt8] {
+        var writer = ByteWriter(capacity: 128)
+        encode(into: &writer)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(WireError) {
+        var reader = ByteReader(bytes)
+        self = try LogEntry.decode(from: &reader)
+        try reader.expectEnd()
+    }
+}

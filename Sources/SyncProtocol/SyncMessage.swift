@@ -1,0 +1,147 @@
+/// The sync protocol version spoken by this build. Bound into the channel handshake too.
+public let syncProtocolVersion: UInt16 = 1
+
+/// An entry as the hub serves it: its place in the hub's feed, then the entry.
+public struct FeedEntry: Sendable, Equatable {
+    public var feedSequence: UInt64
+    public var entry: LogEntry
+    public init(feedSequence: UInt64, entry: LogEntry) {
+        self.feedSequence = feedSequence
+        self.entry = entry
+    }
+}
+
+/// Error codes a peer sends before it ends a session.
+public enum SyncErrorCode: UInt16, Sendable {
+    case malformed = 1
+    case refusedEntry = 2
+    case unsupportedVersion = 3
+    case internalError = 4
+    case unexpected = 5
+}
+
+/// The messages of an edge–hub session, carried inside encrypted channel frames.
+public enum SyncMessage: Sendable, Equatable {
+    /// Edge → hub: who I am and how far I have pulled the hub's feed.
+    case hello(version: UInt16, node: NodeID, feedWatermark: UInt64)
+    /// Hub → edge: the highest entry of the edge's own log the hub already holds.
+    case welcome(version: UInt16, originHighWater: UInt64)
+    /// Edge → hub: entries of the edge's own log, in order.
+    case push([LogEntry])
+    /// Hub → edge: every entry of the edge's log up to `upTo` is durable at the hub.
+    case ack(upTo: UInt64)
+    /// Edge → hub: send me the feed after `after`.
+    case pull(after: UInt64, limit: UInt32)
+    /// Hub → edge: feed entries after the requested watermark; `upTo` is the new watermark.
+    case changes(entries: [FeedEntry], upTo: UInt64, more: Bool)
+    /// Edge → hub: hand me `points` redemption rights for this member's account.
+    case rightsRequest(requestID: UInt32, member: MemberID, account: Account, points: UInt64)
+    /// Hub → edge: rights granted (possibly fewer than asked), with the hub's move entry.
+    case rightsGrant(requestID: UInt32, granted: UInt64, entry: LogEntry?)
+    case error(code: SyncErrorCode, message: String)
+
+    public static let maxBatch = 512
+
+    public var encoded: [UInt8] {
+        var writer = ByteWriter(capacity: 256)
+        switch self {
+        case .hello(let version, let node, let watermark):
+            writer.write(UInt8(1))
+            writer.write(version)
+            writer.write(node.rawValue)
+            writer.write(watermark)
+        case .welcome(let version, let high):
+            writer.write(UInt8(2))
+            writer.write(version)
+            writer.write(high)
+        case .push(let entries):
+            writer.write(UInt8(3))
+            writer.write(UInt32(entries.count))
+            for entry in entries { entry.encode(into: &writer) }
+        case .ack(let upTo):
+            writer.write(UInt8(4))
+            writer.write(upTo)
+        case .pull(let after, let limit):
+            writer.write(UInt8(5))
+            writer.write(after)
+            writer.write(limit)
+        case .changes(let entries, let upTo, let more):
+            writer.write(UInt8(6))
+            writer.write(UInt32(entries.count))
+            for feed in entries {
+                writer.write(feed.feedSequence)
+                feed.entry.encode(into: &writer)
+            }
+            writer.write(upTo)
+            writer.write(more)
+        case .rightsRequest(let requestID, let member, let account, let points):
+            writer.write(UInt8(7))
+            writer.write(requestID)
+            writer.write(member.rawValue)
+            writer.write(account.rawValue)
+            writer.write(points)
+        case .rightsGrant(let requestID, let granted, let entry):
+            writer.write(UInt8(8))
+            writer.write(requestID)
+            writer.write(granted)
+            writer.write(entry != nil)
+            entry?.encode(into: &writer)
+        case .error(let code, let message):
+            writer.write(UInt8(9))
+            writer.write(code.rawValue)
+            writer.writeString(message)
+        }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(WireError) {
+        var reader = ByteReader(bytes)
+        let tag = try reader.readUInt8()
+        switch tag {
+        case 1:
+            self = .hello(
+                version: try reader.readUInt16(), node: NodeID(try reader.readUInt32()), feedWatermark: try reader.readUInt64())
+        case 2:
+            self = .welcome(version: try reader.readUInt16(), originHighWater: try reader.readUInt64())
+        case 3:
+            let count = try reader.readCount(field: "push batch", limit: Self.maxBatch)
+            var entries: [LogEntry] = []
+            entries.reserveCapacity(count)
+            for _ in 0..<count { entries.append(try LogEntry.decode(from: &reader)) }
+            self = .push(entries)
+        case 4:
+            self = .ack(upTo: try reader.readUInt64())
+        case 5:
+            self = .pull(after: try reader.readUInt64(), limit: try reader.readUInt32())
+        case 6:
+            let count = try reader.readCount(field: "changes batch", limit: Self.maxBatch)
+            var entries: [FeedEntry] = []
+            entries.reserveCapacity(count)
+            for _ in 0..<count {
+                let feed = try reader.readUInt64()
+                entries.append(FeedEntry(feedSequence: feed, entry: try LogEntry.decode(from: &reader)))
+            }
+            self = .changes(entries: entries, upTo: try reader.readUInt64(), more: try reader.readBool())
+        case 7:
+            let requestID = try reader.readUInt32()
+            let member = MemberID(rawValue: try reader.readUInt64())
+            let accountTag = try reader.readUInt8()
+            guard let account = Account(rawValue: accountTag) else {
+                throw .unknownTag(field: "account", value: UInt64(accountTag))
+            }
+            self = .rightsRequest(requestID: requestID, member: member, account: account, points: try reader.readUInt64())
+        case 8:
+            let requestID = try reader.readUInt32()
+            let granted = try reader.readUInt64()
+            let entry = try reader.readBool() ? try LogEntry.decode(from: &reader) : nil
+            self = .rightsGrant(requestID: requestID, granted: granted, entry: entry)
+        case 9:
+            let raw = try reader.readUInt16()
+            guard let code = SyncErrorCode(rawValue: raw) else { throw .unknownTag(field: "error code", value: UInt64(raw)) }
+            self = .error(code: code, message: try reader.readString(field: "error message", limit: 4096))
+        default:
+            throw .unknownTag(field: "message", value: UInt64(tag))
+        }
+        try reader.expectEnd()
+    }
+}

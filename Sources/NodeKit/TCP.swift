@@ -150,6 +150,25 @@ public final class TCPStream: LoopHandle {
         }
     }
 
+    /// Lets queued writes reach the peer (uv_shutdown), then closes. A plain `close()` would
+    /// cancel them, so a final frame written just before would be lost.
+    public func closeAfterWrites() {
+        guard !isClosing else { return }
+        onRead = nil
+        onEnd = nil
+        let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
+        let rc = uv_shutdown(request, stream) { request, _ in
+            guard let request else { return }
+            let handle = request.pointee.handle
+            request.deallocate()
+            LoopHandle.from(handle.map(UnsafeMutableRawPointer.init), as: TCPStream.self)?.close()
+        }
+        if rc < 0 {
+            request.deallocate()
+            close()
+        }
+    }
+
     /// Bytes queued and not yet written to the kernel (back-pressure).
     public var queuedBytes: Int { uv_stream_get_write_queue_size(stream) }
 

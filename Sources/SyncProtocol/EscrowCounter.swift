@@ -14,6 +14,12 @@ public struct SlotKey: Hashable, Sendable, Comparable {
     public var from: NodeID
     public var to: NodeID
 
+    public init(kind: SlotKind, from: NodeID, to: NodeID) {
+        self.kind = kind
+        self.from = from
+        self.to = to
+    }
+
     public static func earned(_ node: NodeID) -> SlotKey { SlotKey(kind: .earned, from: node, to: node) }
     public static func spent(_ node: NodeID) -> SlotKey { SlotKey(kind: .spent, from: node, to: node) }
     public static func moved(_ from: NodeID, _ to: NodeID) -> SlotKey { SlotKey(kind: .moved, from: from, to: to) }

@@ -1,0 +1,362 @@
+import NodeKit
+import SyncProtocol
+
+/// What the POS sees of a member.
+public struct MemberView: Sendable, Equatable {
+    public var id: MemberID
+    public var card: String
+    public var balance: Int64
+    public var promoBalance: Int64
+    public var redeemable: UInt64
+
+    var json: JSONValue {
+        .object([
+            "member": .string(id.description), "card": .string(card), "balance": .int(balance),
+            "promoBalance": .int(promoBalance), "redeemable": .int(Int64(redeemable)),
+        ])
+    }
+}
+
+/// A purchase as the POS asks for it.
+public struct PurchaseRequest: Sendable, Equatable {
+    public var card: String
+    public var amountMinor: UInt64
+    public var redeemPoints: UInt64
+    public var lane: String
+    public var receipt: String
+
+    var idempotencyKey: String { "\(lane)/\(receipt)" }
+}
+
+/// The answer to a purchase: the receipt lines the POS prints.
+public struct PurchaseReceipt: Sendable, Equatable {
+    public var member: MemberID
+    public var sequence: UInt64
+    public var amountMinor: UInt64
+    public var paidMinor: UInt64
+    public var pointsEarned: UInt64
+    public var pointsRedeemed: UInt64
+    public var balance: Int64
+    public var replayed: Bool
+
+    var json: JSONValue {
+        .object([
+            "member": .string(member.description), "sequence": .int(Int64(sequence)),
+            "amount": .int(Int64(amountMinor)), "paid": .int(Int64(paidMinor)),
+            "pointsEarned": .int(Int64(pointsEarned)), "pointsRedeemed": .int(Int64(pointsRedeemed)),
+            "balance": .int(balance), "replayed": .bool(replayed),
+        ])
+    }
+}
+
+/// The outcome of a purchase attempt on the writer thread.
+public enum PurchaseOutcome: Sendable, Equatable {
+    case completed(PurchaseReceipt)
+    /// The redemption needs `shortfall` more rights than this store holds.
+    case needsRights(member: MemberID, shortfall: UInt64, redeemable: UInt64)
+}
+
+/// Counts for `node.status`.
+public struct LedgerStatus: Sendable {
+    public var lastSequence: UInt64
+    public var acknowledgedSequence: UInt64
+    public var feedWatermark: UInt64
+    public var members: Int64
+}
+
+/// The store's replica: every read and write of the edge database, run on the writer
+/// thread inside the writer's transaction. Pure functions of (config, database).
+public struct EdgeLedger: Sendable {
+    public let node: NodeID
+    public let rules: PartnerRules
+    /// Offline risk budget per redemption beyond escrowed rights (operator policy; default 0).
+    public let allowance: UInt64
+    /// Coalition-wide key for phone-number hashes.
+    let phoneKey: SecretBytes
+    public static let maxAmountMinor: UInt64 = 1_000_000_000_000
+
+    public init(node: NodeID, rules: PartnerRules, allowance: UInt64, phoneKey: SecretBytes) {
+        self.node = node
+        self.rules = rules
+        self.allowance = allowance
+        self.phoneKey = phoneKey
+    }
+
+    // MARK: Meta values
+
+    enum MetaKey: String {
+        case hlc, feedWatermark = "feed_watermark", acknowledged = "hub_acked", releaseScan = "release_scan"
+        case memberSerial = "member_serial"
+    }
+
+    func meta(_ db: SQLiteConnection, _ key: MetaKey) throws -> UInt64 {
+        UInt64(bitPattern: try db.scalar("SELECT value FROM meta WHERE key = ?", [.text(key.rawValue)]) ?? 0)
+    }
+
+    func setMeta(_ db: SQLiteConnection, _ key: MetaKey, _ value: UInt64) throws {
+        try db.run(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [.text(key.rawValue), .uint(value)])
+    }
+
+    // MARK: Reading
+
+    func counter(_ db: SQLiteConnection, member: MemberID, account: Account) throws -> EscrowCounter {
+        var counter = EscrowCounter()
+        for row in try db.query(
+            "SELECT kind, from_node, to_node, value FROM slots WHERE member = ? AND account = ?",
+            [.uint(member.rawValue), .int(Int(account.rawValue))])
+        {
+            guard let kind = SlotKind(rawValue: UInt8(truncatingIfNeeded: row.int(0))) else { continue }
+            counter.apply(
+                SlotKey(kind: kind, from: NodeID(UInt32(truncatingIfNeeded: row.int(1))), to: NodeID(UInt32(truncatingIfNeeded: row.int(2)))),
+                row.uint(3))
+        }
+        return counter
+    }
+
+    func view(_ db: SQLiteConnection, member: MemberID, card: String) throws -> MemberView {
+        let main = try counter(db, member: member, account: .main)
+        let promo = try counter(db, member: member, account: .promo)
+        return MemberView(
+            id: member, card: card, balance: main.balance, promoBalance: promo.balance,
+            redeemable: main.redeemable(at: node, allowance: allowance))
+    }
+
+    /// Finds a member by card number or phone number.
+    public func identify(_ db: SQLiteConnection, card: String?, phone: String?) throws -> MemberView {
+        if let card {
+            let number: CardNumber
+            do { number = try CardNumber(card) } catch { throw PosError.invalidCard(error.description) }
+            guard let row = try db.query("SELECT id FROM members WHERE card = ?", [.text(number.digits)]).first else {
+                throw PosError.unknownMember("card \(number.digits)")
+            }
+            return try view(db, member: MemberID(rawValue: row.uint(0)), card: number.digits)
+        }
+        if let phone {
+            let hash = try phoneHash(phone)
+            guard let row = try db.query("SELECT id, card FROM members WHERE phone_hash = ?", [.blob(hash)]).first else {
+                throw PosError.unknownMember("this phone number")
+            }
+            return try view(db, member: MemberID(rawValue: row.uint(0)), card: row.text(1))
+        }
+        throw PosError.invalidParams("give a card or a phone")
+    }
+
+    /// Keyed BLAKE2b of a normalised E.164 number: lookups work, the number is never stored.
+    func phoneHash(_ phone: String) throws -> [UInt8] {
+        let digits = phone.filter { $0.isASCII && $0.isNumber }
+        guard phone.hasPrefix("+"), (8...15).contains(digits.count), phone.count == digits.count + 1 else {
+            throw PosError.invalidParams("phone must be in E.164 form, like +4915112345678")
+        }
+        return Sodium.hash([Array(digits.utf8)], key: phoneKey)
+    }
+
+    // MARK: Writing
+
+    /// Appends an entry to this store's log and applies its effects, in the caller's transaction.
+    func append(_ db: SQLiteConnection, key: String?, member: MemberID?, operation: Operation, effects: [SlotWrite]) throws
+        -> LogEntry
+    {
+        let sequence = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0) + 1
+        var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))
+        let stamp = try clock.now(wall: wallClockMilliseconds())
+        try setMeta(db, .hlc, stamp.rawValue)
+        let entry = LogEntry(
+            origin: node, sequence: sequence, timestamp: stamp, idempotencyKey: key ?? "", operation: operation,
+            effects: effects)
+        try db.run(
+            "INSERT INTO log(seq, hlc, idem_key, member, entry) VALUES(?, ?, ?, ?, ?)",
+            [.uint(sequence), .uint(stamp.rawValue), key.map { .text($0) } ?? .null, member.map { .uint($0.rawValue) } ?? .null, .blob(entry.encoded)])
+        try applyEffects(db, entry.effects)
+        return entry
+    }
+
+    func applyEffects(_ db: SQLiteConnection, _ effects: [SlotWrite]) throws {
+        for effect in effects {
+            try db.run(
+                """
+                INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES(?, ?, ?, ?, ?, ?)
+                ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(value, excluded.value)
+                """,
+                [
+                    .uint(effect.member.rawValue), .int(Int(effect.account.rawValue)), .int(Int(effect.slot.kind.rawValue)),
+                    .int(Int(effect.slot.from.rawValue)), .int(Int(effect.slot.to.rawValue)), .uint(effect.value),
+                ])
+        }
+    }
+
+    func applyMember(_ db: SQLiteConnection, _ record: MemberRecord) throws {
+        try db.run(
+            "INSERT OR IGNORE INTO members(id, card, phone_hash, referrer, registered_hlc) VALUES(?, ?, ?, ?, ?)",
+            [
+                .uint(record.id.rawValue), .text(record.card), record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
+                record.referrer.map { .uint($0.rawValue) } ?? .null, .uint(record.registeredAt.rawValue),
+            ])
+    }
+
+    /// Registers a new member at this store.
+    public func register(_ db: SQLiteConnection, card: String, phone: String?, referrer: String?) throws -> MemberView {
+        let number: CardNumber
+        do { number = try CardNumber(card) } catch { throw PosError.invalidCard(error.description) }
+        if try db.scalar("SELECT 1 FROM members WHERE card = ?", [.text(number.digits)]) != nil {
+            throw PosError.cardTaken(number.digits)
+        }
+        let hash = try phone.map(phoneHash) ?? []
+        var referrerID: MemberID?
+        if let referrer {
+            guard let id = MemberID(referrer), try db.scalar("SELECT 1 FROM members WHERE id = ?", [.uint(id.rawValue)]) != nil
+            else { throw PosError.unknownMember("id \(referrer) (referrer)") }
+            referrerID = id
+        }
+        let serial = try meta(db, .memberSerial) + 1
+        guard serial <= UInt64(UInt32.max) else { throw PosError.storage("member serials exhausted at this store") }
+        try setMeta(db, .memberSerial, serial)
+        let id = MemberID(origin: node, serial: UInt32(serial))
+        let stamp = HLCTimestamp(rawValue: try meta(db, .hlc))
+        let record = MemberRecord(id: id, card: number.digits, phoneHash: hash, referrer: referrerID, registeredAt: stamp)
+        _ = try append(db, key: "register/\(number.digits)", member: id, operation: .registerMember(record), effects: [])
+        try applyMember(db, record)
+        return try view(db, member: id, card: number.digits)
+    }
+
+    /// Records a purchase that earns points and optionally redeems some. `grant` is a rights
+    /// grant just received from the hub, applied in the same transaction.
+    public func purchase(_ db: SQLiteConnection, _ request: PurchaseRequest, grant: [SlotWrite] = []) throws
+        -> PurchaseOutcome
+    {
+        try applyEffects(db, grant)
+        let key = request.idempotencyKey
+        if let row = try db.query("SELECT entry FROM log WHERE idem_key = ?", [.text(key)]).first {
+            return .completed(try replay(db, entry: LogEntry(decoding: row.blob(0)), request: request))
+        }
+        guard request.amountMinor > 0, request.amountMinor <= Self.maxAmountMinor else {
+            throw PosError.invalidAmount("amount must be between 1 and \(Self.maxAmountMinor) minor units")
+        }
+        let limit = rules.maxRedeemablePoints(amountMinor: request.amountMinor)
+        guard request.redeemPoints <= limit else {
+            throw PosError.redeemAboveLimit(requested: request.redeemPoints, limit: limit)
+        }
+        let member = try identify(db, card: request.card, phone: nil)
+        var counter = try counter(db, member: member.id, account: .main)
+        var effects: [SlotWrite] = []
+        if request.redeemPoints > 0 {
+            let redeemable = counter.redeemable(at: node, allowance: allowance)
+            if request.redeemPoints > redeemable {
+                return .needsRights(member: member.id, shortfall: request.redeemPoints - redeemable, redeemable: redeemable)
+            }
+            let (slot, value) = try counter.redeem(at: node, request.redeemPoints, allowance: allowance)
+            effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
+        }
+        let paid = rules.paidMinor(amountMinor: request.amountMinor, redeemedPoints: request.redeemPoints)
+        let earned = rules.pointsEarned(paidMinor: paid)
+        if earned > 0 {
+            let (slot, value) = try counter.earn(at: node, earned)
+            effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
+        }
+        let record = PurchaseRecord(
+            member: member.id, lane: request.lane, receipt: request.receipt, amountMinor: request.amountMinor,
+            pointsEarned: earned, pointsRedeemed: request.redeemPoints)
+        let entry = try append(db, key: key, member: member.id, operation: .purchase(record), effects: effects)
+        return .completed(
+            PurchaseReceipt(
+                member: member.id, sequence: entry.sequence, amountMinor: request.amountMinor, paidMinor: paid,
+                pointsEarned: earned, pointsRedeemed: request.redeemPoints, balance: counter.balance, replayed: false))
+    }
+
+    /// A retried purchase: the original answer, with today's balance; a different purchase
+    /// under the same receipt id is refused.
+    private func replay(_ db: SQLiteConnection, entry: LogEntry, request: PurchaseRequest) throws -> PurchaseReceipt {
+        guard case .purchase(let original) = entry.operation, original.amountMinor == request.amountMinor,
+            original.pointsRedeemed == request.redeemPoints,
+            let card = try db.query("SELECT card FROM members WHERE id = ?", [.uint(original.member.rawValue)]).first?.text(0),
+            card == request.card
+        else { throw PosError.receiptConflict(request.idempotencyKey) }
+        let counter = try counter(db, member: original.member, account: .main)
+        return PurchaseReceipt(
+            member: original.member, sequence: entry.sequence, amountMinor: original.amountMinor,
+            paidMinor: rules.paidMinor(amountMinor: original.amountMinor, redeemedPoints: original.pointsRedeemed),
+            pointsEarned: original.pointsEarned, pointsRedeemed: original.pointsRedeemed, balance: counter.balance,
+            replayed: true)
+    }
+
+    // MARK: Sync
+
+    /// Hands the rights this store holds for recently served members back to the hub, so
+    /// that any store can redeem them while online; then returns the entries the hub lacks.
+    public func preparePush(_ db: SQLiteConnection, after hubHigh: UInt64, limit: Int) throws -> [LogEntry] {
+        let scanned = try meta(db, .releaseScan)
+        let members = try db.query(
+            "SELECT DISTINCT member FROM log WHERE seq > ? AND member IS NOT NULL", [.uint(scanned)]
+        ).map { MemberID(rawValue: $0.uint(0)) }
+        for member in members {
+            for account in Account.allCases {
+                var counter = try counter(db, member: member, account: account)
+                let held = counter.rights(node)
+                guard held > 0 else { continue }
+                let (slot, value) = try counter.move(by: node, to: .hub, UInt64(held))
+                _ = try append(
+                    db, key: nil, member: nil,
+                    operation: .rightsMove(member: member, account: account, to: .hub, points: UInt64(held)),
+                    effects: [SlotWrite(member: member, account: account, slot: slot, value: value)])
+            }
+        }
+        let last = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0)
+        try setMeta(db, .releaseScan, last)
+        return try db.query("SELECT entry FROM log WHERE seq > ? ORDER BY seq LIMIT ?", [.uint(hubHigh), .int(limit)])
+            .map { try LogEntry(decoding: $0.blob(0)) }
+    }
+
+    public func acknowledge(_ db: SQLiteConnection, upTo: UInt64) throws {
+        if upTo > (try meta(db, .acknowledged)) { try setMeta(db, .acknowledged, upTo) }
+    }
+
+    /// Applies entries of other nodes from the hub's feed; duplicates are skipped, a gap in
+    /// any origin's log is refused before anything of the batch is applied.
+    public func applyFeed(_ db: SQLiteConnection, _ entries: [FeedEntry], upTo: UInt64) throws {
+        var highs: [NodeID: UInt64] = [:]
+        for feed in entries {
+            let entry = feed.entry
+            guard entry.origin != node else { continue }
+            try entry.validateOrigin()
+            let high: UInt64
+            if let known = highs[entry.origin] {
+                high = known
+            } else {
+                high = UInt64(
+                    try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM remote_log WHERE origin = ?", [.int(Int(entry.origin.rawValue))]) ?? 0)
+            }
+            if entry.sequence <= high { continue }
+            guard entry.sequence == high + 1 else {
+                throw EntryError.gap(origin: entry.origin, expected: high + 1, got: entry.sequence)
+            }
+            highs[entry.origin] = entry.sequence
+            try db.run(
+                "INSERT INTO remote_log(origin, seq, feed_seq, entry) VALUES(?, ?, ?, ?)",
+                [.int(Int(entry.origin.rawValue)), .uint(entry.sequence), .uint(feed.feedSequence), .blob(entry.encoded)])
+            if case .registerMember(let record) = entry.operation { try applyMember(db, record) }
+            try applyEffects(db, entry.effects)
+            var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))
+            if (try? clock.observe(entry.timestamp, wall: wallClockMilliseconds())) != nil {
+                try setMeta(db, .hlc, clock.last.rawValue)
+            }
+        }
+        if upTo > (try meta(db, .feedWatermark)) { try setMeta(db, .feedWatermark, upTo) }
+    }
+
+    public func status(_ db: SQLiteConnection) throws -> LedgerStatus {
+        LedgerStatus(
+            lastSequence: UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0),
+            acknowledgedSequence: try meta(db, .acknowledged),
+            feedWatermark: try meta(db, .feedWatermark),
+            members: try db.scalar("SELECT COUNT(*) FROM members") ?? 0)
+    }
+
+    /// Opens (creating if needed) and migrates the edge database.
+    public static func open(path: String) throws -> SQLiteConnection {
+        let db = try SQLiteConnection(path: path)
+        try db.configureDurable()
+        try EdgeSchema.migrator.migrate(db)
+        return db
+    }
+}

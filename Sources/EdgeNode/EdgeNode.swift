@@ -1,0 +1,148 @@
+import Foundation
+import Logging
+import NodeKit
+import SyncProtocol
+
+/// Everything an edge node needs to run.
+public struct EdgeConfiguration: Sendable {
+    public var node: NodeID
+    public var dataDirectory: String
+    public var keyFile: String
+    public var pos: SocketAddress
+    public var hub: SocketAddress
+    public var hubKey: PublicKey
+    public var rules = PartnerRules()
+    public var allowance: UInt64 = 0
+    public var syncIntervalMilliseconds: UInt64 = 1_000
+
+    public init(
+        node: NodeID, dataDirectory: String, keyFile: String, pos: SocketAddress, hub: SocketAddress, hubKey: PublicKey
+    ) {
+        self.node = node
+        self.dataDirectory = dataDirectory
+        self.keyFile = keyFile
+        self.pos = pos
+        self.hub = hub
+        self.hubKey = hubKey
+    }
+
+    public var databasePath: String { dataDirectory + "/edge.sqlite" }
+}
+
+/// A running store node: one libuv loop owning the POS listener, the hub uplink and the
+/// timers; a writer thread owning the SQLite replica.
+public final class EdgeNode {
+    private let loop: EventLoop
+    private let writer: DatabaseWriter
+    private let uplink: Uplink
+    private let service: PosService
+    private let listener: TCPListener
+    private var connections: [ObjectIdentifier: TCPStream] = [:]
+    private var signals: [SignalWatcher] = []
+    private let logger: Logger
+    /// The POS port actually bound.
+    public private(set) var posPort: UInt16 = 0
+
+    public init(configuration: EdgeConfiguration, logger: Logger) throws {
+        self.logger = logger
+        let identity = try KeyFile.load(from: configuration.keyFile)
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let db = try EdgeLedger.open(path: configuration.databasePath)
+        // Phone hashes must match across the coalition; until the hub distributes its rules
+        // key, it is derived from the hub's public key.
+        var phoneKey = Sodium.hash([Array("phone-key".utf8), configuration.hubKey.bytes])
+        let ledger = EdgeLedger(
+            node: configuration.node, rules: configuration.rules, allowance: configuration.allowance,
+            phoneKey: SecretBytes(consuming: &phoneKey))
+        let watermark = try ledger.status(db).feedWatermark
+        loop = try EventLoop()
+        writer = try DatabaseWriter(loop: loop, connection: db)
+        uplink = try Uplink(
+            loop: loop, writer: writer, ledger: ledger, identity: identity,
+            settings: .init(
+                hub: configuration.hub, hubKey: configuration.hubKey,
+                syncIntervalMilliseconds: configuration.syncIntervalMilliseconds),
+            logger: logger)
+        service = PosService(loop: loop, writer: writer, ledger: ledger, uplink: uplink, logger: logger)
+        listener = try TCPListener(loop: loop)
+        posPort = try listener.listen(on: configuration.pos) { [unowned self] stream in self.accept(stream) }
+        uplink.start(feedWatermark: watermark)
+        for signal in [SIGINT, SIGTERM] {
+            signals.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.shutdown() })
+        }
+        logger.info(
+            "edge node listening",
+            metadata: ["node": "\(configuration.node)", "pos": "\(configuration.pos.host):\(posPort)", "hub": "\(configuration.hub)"])
+    }
+
+    private func accept(_ stream: TCPStream) {
+        let id = ObjectIdentifier(stream)
+        connections[id] = stream
+        var lines = LineBuffer()
+        stream.onRead = { [unowned self, unowned stream] bytes in
+            do {
+                for line in try lines.append(bytes) where !line.isEmpty {
+                    service.handle(line: line) { [weak stream] response in
+                        stream?.write(Array((response + "\n").utf8))
+                    }
+                }
+            } catch {
+                stream.write(Array((PosService.response(id: .null, error: .invalidRequest("\(error)")) + "\n").utf8))
+                stream.close()
+            }
+        }
+        stream.onEnd = { [unowned self] _ in connections[id] = nil }
+        stream.onClose = { [unowned self] in connections[id] = nil }
+        do { try stream.startReading() } catch { stream.close() }
+    }
+
+    /// Runs the loop until SIGINT or SIGTERM.
+    public func run() {
+        loop.run()
+        loop.shutdown()
+    }
+
+    /// Stops accepting, finishes queued writes, says goodbye to the hub and stops the loop.
+    public func shutdown() {
+        logger.info("edge node stopping")
+        listener.close()
+        for stream in connections.values { stream.close() }
+        uplink.stop()
+        writer.close()
+        for signal in signals { signal.close() }
+        loop.stop()
+    }
+}
+
+/// A POS client over TCP, for `edge pos` and test harnesses.
+public final class PosClient {
+    private let client: BlockingLineClient
+    private var nextID: Int64 = 1
+
+    public init(address: SocketAddress, timeoutSeconds: Int = 10) throws {
+        client = try BlockingLineClient(connectTo: address, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// Calls `method`; returns the result, or throws the node's error as a `PosError`.
+    public func call(_ method: String, _ params: [String: JSONValue] = [:]) throws -> JSONValue {
+        let id = nextID
+        nextID += 1
+        let request = JSONValue.object([
+            "jsonrpc": .string("2.0"), "id": .int(id), "method": .string(method), "params": .object(params),
+        ])
+        try client.send(line: request.jsonLine)
+        let response = try JSONValue.parse(Array(try client.readLine().utf8))
+        if let error = response["error"] {
+            throw PosError(
+                code: Int(error["code"]?.intValue ?? 0), message: error["message"]?.stringValue ?? "unknown error",
+                data: error["data"])
+        }
+        return response["result"] ?? .null
+    }
+
+    /// Sends a raw line and returns the raw answer (for tests of malformed input).
+    public func raw(_ line: String) throws -> String {
+        try client.send(line: line)
+        return try client.readLine()
+    }
+}

@@ -1,0 +1,211 @@
+import Logging
+import NodeKit
+import SyncProtocol
+
+/// The POS API: JSON-RPC 2.0 methods, dispatched on the loop thread; storage work goes to
+/// the writer thread, rights requests to the uplink.
+final class PosService {
+    private let writer: DatabaseWriter
+    private let ledger: EdgeLedger
+    private let uplink: Uplink
+    private let loop: EventLoop
+    private let logger: Logger
+    private let startedAt: UInt64
+
+    init(loop: EventLoop, writer: DatabaseWriter, ledger: EdgeLedger, uplink: Uplink, logger: Logger) {
+        self.loop = loop
+        self.writer = writer
+        self.ledger = ledger
+        self.uplink = uplink
+        self.logger = logger
+        startedAt = loop.nowMilliseconds
+    }
+
+    /// Handles one request line; `reply` gets the response line (nothing for notifications).
+    func handle(line: [UInt8], reply: @escaping (String) -> Void) {
+        let request: JSONValue
+        do { request = try JSONValue.parse(line) } catch {
+            reply(Self.response(id: .null, error: .parseError("the line is not JSON")))
+            return
+        }
+        guard case .object(let fields) = request, fields["jsonrpc"] == .string("2.0"),
+            let method = fields["method"]?.stringValue
+        else {
+            reply(Self.response(id: request["id"] ?? .null, error: .invalidRequest("expected a JSON-RPC 2.0 request object")))
+            return
+        }
+        let id = fields["id"]
+        let params = fields["params"] ?? .object([:])
+        guard case .object = params else {
+            reply(Self.response(id: id ?? .null, error: .invalidParams("params must be an object")))
+            return
+        }
+        dispatch(method: method, params: params) { result in
+            guard let id else { return }  // a notification gets no answer
+            switch result {
+            case .success(let value): reply(Self.response(id: id, result: value))
+            case .failure(let error): reply(Self.response(id: id, error: error))
+            }
+        }
+    }
+
+    static func response(id: JSONValue, result: JSONValue) -> String {
+        JSONValue.object(["jsonrpc": .string("2.0"), "id": id, "result": result]).jsonLine
+    }
+
+    static func response(id: JSONValue, error: PosError) -> String {
+        var body: [String: JSONValue] = ["code": .int(Int64(error.code)), "message": .string(error.message)]
+        if let data = error.data { body["data"] = data }
+        return JSONValue.object(["jsonrpc": .string("2.0"), "id": id, "error": .object(body)]).jsonLine
+    }
+
+    private typealias Completion = (Result<JSONValue, PosError>) -> Void
+
+    private func dispatch(method: String, params: JSONValue, _ done: @escaping Completion) {
+        do {
+            switch method {
+            case "member.identify":
+                let card = try Params.optionalString(params, "card")
+                let phone = try Params.optionalString(params, "phone")
+                run(done) { [ledger] db in try ledger.identify(db, card: card, phone: phone).json }
+            case "member.register":
+                let card = try Params.string(params, "card")
+                let phone = try Params.optionalString(params, "phone")
+                let referrer = try Params.optionalString(params, "referrer")
+                run(done, kick: true) { [ledger] db in try ledger.register(db, card: card, phone: phone, referrer: referrer).json }
+            case "account.balance":
+                let card = try Params.string(params, "card")
+                run(done) { [ledger] db in try ledger.identify(db, card: card, phone: nil).json }
+            case "checkout.purchase":
+                purchase(try Params.purchase(params), grant: [], askHub: true, done)
+            case "node.status":
+                status(done)
+            case "promo.activate":
+                throw uplink.online
+                    ? PosError(code: 1010, message: "promo codes are not yet served by this hub version")
+                    : PosError.hubUnreachable("activating a promo code")
+            default:
+                throw PosError.methodNotFound(method)
+            }
+        } catch let error as PosError {
+            done(.failure(error))
+        } catch {
+            done(.failure(.invalidParams("\(error)")))
+        }
+    }
+
+    /// Runs a ledger call on the writer and maps its errors to POS errors.
+    private func run(
+        _ done: @escaping Completion, kick: Bool = false, _ work: @escaping @Sendable (SQLiteConnection) throws -> JSONValue
+    ) {
+        writer.submit(work) { [uplink, logger] result in
+            switch result {
+            case .success(let value):
+                if kick { uplink.kick() }
+                done(.success(value))
+            case .failure(let error as PosError):
+                done(.failure(error))
+            case .failure(let error):
+                logger.error("storage failure", metadata: ["error": "\(error)"])
+                done(.failure(.storage("\(error)")))
+            }
+        }
+    }
+
+    private func purchase(_ request: PurchaseRequest, grant: [SlotWrite], askHub: Bool, _ done: @escaping Completion) {
+        let ledger = self.ledger
+        writer.submit({ db in try ledger.purchase(db, request, grant: grant) }) { [self] result in
+            switch result {
+            case .success(.completed(let receipt)):
+                uplink.kick()
+                done(.success(receipt.json))
+            case .success(.needsRights(let member, let shortfall, let redeemable)):
+                guard askHub, uplink.online else {
+                    done(
+                        .failure(
+                            .insufficientPoints(requested: request.redeemPoints, redeemable: redeemable, online: uplink.online)))
+                    return
+                }
+                uplink.requestRights(member: member, account: .main, points: shortfall) { [self] grant in
+                    switch grant {
+                    case .success(let writes):
+                        purchase(request, grant: writes, askHub: false, done)
+                    case .failure:
+                        done(.failure(.insufficientPoints(requested: request.redeemPoints, redeemable: redeemable, online: false)))
+                    }
+                }
+            case .failure(let error as PosError):
+                done(.failure(error))
+            case .failure(let error):
+                logger.error("purchase failed in storage", metadata: ["error": "\(error)"])
+                done(.failure(.storage("\(error)")))
+            }
+        }
+    }
+
+    private func status(_ done: @escaping Completion) {
+        let ledger = self.ledger
+        writer.submit({ db in try ledger.status(db) }) { [self] result in
+            switch result {
+            case .success(let status):
+                let now = loop.nowMilliseconds
+                var fields: [String: JSONValue] = [
+                    "node": .int(Int64(ledger.node.rawValue)),
+                    "online": .bool(uplink.online),
+                    "lastSequence": .int(Int64(status.lastSequence)),
+                    "acknowledgedSequence": .int(Int64(status.acknowledgedSequence)),
+                    "unsyncedOperations": .int(Int64(status.lastSequence - min(status.lastSequence, status.acknowledgedSequence))),
+                    "feedWatermark": .int(Int64(status.feedWatermark)),
+                    "members": .int(status.members),
+                    "uptimeMs": .int(Int64(now - startedAt)),
+                ]
+                if let since = uplink.offlineSince { fields["offlineForMs"] = .int(Int64(now - since)) }
+                if let contact = uplink.lastContact { fields["syncLagMs"] = .int(Int64(now - contact)) }
+                done(.success(.object(fields)))
+            case .failure(let error):
+                done(.failure(.storage("\(error)")))
+            }
+        }
+    }
+}
+
+/// Reading typed parameters out of a JSON-RPC params object, with clear errors.
+enum Params {
+    static func string(_ params: JSONValue, _ name: String) throws -> String {
+        guard let value = try optionalString(params, name) else { throw PosError.invalidParams("missing '\(name)'") }
+        return value
+    }
+
+    static func optionalString(_ params: JSONValue, _ name: String) throws -> String? {
+        switch params[name] {
+        case nil, .null?: return nil
+        case .string(let text)?:
+            guard !text.isEmpty, text.utf8.count <= 64 else {
+                throw PosError.invalidParams("'\(name)' must be 1 to 64 characters")
+            }
+            return text
+        default: throw PosError.invalidParams("'\(name)' must be a string")
+        }
+    }
+
+    static func amount(_ params: JSONValue, _ name: String, default fallback: UInt64? = nil) throws -> UInt64 {
+        switch params[name] {
+        case nil, .null?:
+            guard let fallback else { throw PosError.invalidParams("missing '\(name)'") }
+            return fallback
+        case .int(let value)?:
+            guard value >= 0 else { throw PosError.invalidAmount("'\(name)' must not be negative") }
+            return UInt64(value)
+        case .double?:
+            throw PosError.invalidAmount("'\(name)' must be a whole number (minor units or whole points)")
+        default: throw PosError.invalidParams("'\(name)' must be an integer")
+        }
+    }
+
+    static func purchase(_ params: JSONValue) throws -> PurchaseRequest {
+        PurchaseRequest(
+            card: try string(params, "card"), amountMinor: try amount(params, "amount"),
+            redeemPoints: try amount(params, "redeem", default: 0), lane: try string(params, "lane"),
+            receipt: try string(params, "receipt"))
+    }
+}

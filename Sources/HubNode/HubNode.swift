@@ -1,0 +1,223 @@
+import Foundation
+import Logging
+import NodeKit
+import SyncProtocol
+
+/// Everything a hub needs to run.
+public struct HubConfiguration: Sendable {
+    public var dataDirectory: String
+    public var keyFile: String
+    public var listen: SocketAddress
+    public var handshakeTimeoutMilliseconds: UInt64 = 5_000
+
+    public init(dataDirectory: String, keyFile: String, listen: SocketAddress) {
+        self.dataDirectory = dataDirectory
+        self.keyFile = keyFile
+        self.listen = listen
+    }
+
+    public var databasePath: String { dataDirectory + "/hub.sqlite" }
+}
+
+/// The hub process: one libuv loop serving store sessions, a writer thread owning the
+/// merged ledger in SQLite.
+public final class HubNode {
+    private let loop: EventLoop
+    private let writer: DatabaseWriter
+    private let listener: TCPListener
+    private let identity: SigningKeyPair
+    private let ledger = HubLedger()
+    private let configuration: HubConfiguration
+    private var sessions: [ObjectIdentifier: StoreSession] = [:]
+    private var signals: [SignalWatcher] = []
+    private let logger: Logger
+    public private(set) var port: UInt16 = 0
+
+    public init(configuration: HubConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        identity = try KeyFile.load(from: configuration.keyFile)
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let db = try HubLedger.open(path: configuration.databasePath)
+        loop = try EventLoop()
+        writer = try DatabaseWriter(loop: loop, connection: db)
+        listener = try TCPListener(loop: loop)
+        port = try listener.listen(on: configuration.listen) { [unowned self] stream in self.accept(stream) }
+        for signal in [SIGINT, SIGTERM] {
+            signals.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.shutdown() })
+        }
+        logger.info("hub listening", metadata: ["address": "\(configuration.listen.host):\(port)", "key": "\(identity.publicKey)"])
+    }
+
+    private func accept(_ stream: TCPStream) {
+        let session = StoreSession(
+            stream: stream, loop: loop, writer: writer, ledger: ledger, identity: identity,
+            handshakeTimeout: configuration.handshakeTimeoutMilliseconds, logger: logger)
+        let id = ObjectIdentifier(session)
+        sessions[id] = session
+        session.onFinished = { [unowned self] in sessions[id] = nil }
+        session.start()
+    }
+
+    public func run() {
+        loop.run()
+        loop.shutdown()
+    }
+
+    public func shutdown() {
+        logger.info("hub stopping")
+        listener.close()
+        for session in sessions.values { session.finish(reason: "hub shutting down", orderly: true) }
+        writer.close()
+        for signal in signals { signal.close() }
+        loop.stop()
+    }
+}
+
+/// One store's session at the hub: the responder end of the channel and of the sync protocol.
+final class StoreSession {
+    private let stream: TCPStream
+    private let writer: DatabaseWriter
+    private let ledger: HubLedger
+    private let channel: SecureChannel
+    private let timer: LoopTimer?
+    private var logger: Logger
+    private var store: StoreRecord?
+    private var greeted = false
+    private var finished = false
+    var onFinished: (() -> Void)?
+
+    init(
+        stream: TCPStream, loop: EventLoop, writer: DatabaseWriter, ledger: HubLedger, identity: SigningKeyPair,
+        handshakeTimeout: UInt64, logger: Logger
+    ) {
+        self.stream = stream
+        self.writer = writer
+        self.ledger = ledger
+        self.logger = logger
+        channel = SecureChannel.responder(identity: identity)
+        timer = try? LoopTimer(loop: loop)
+        timer?.start(after: handshakeTimeout) { [weak self] in
+            guard let self, !self.greeted else { return }
+            self.finish(reason: "handshake not completed in time", orderly: false)
+        }
+    }
+
+    func start() {
+        stream.onRead = { [unowned self] bytes in self.received(bytes) }
+        stream.onEnd = { [unowned self] error in
+            self.finish(reason: error.map { "connection failed: \($0)" } ?? "store disconnected without a close frame", orderly: false)
+        }
+        do { try stream.startReading() } catch { finish(reason: "\(error)", orderly: false) }
+    }
+
+    func finish(reason: String, orderly: Bool) {
+        guard !finished else { return }
+        finished = true
+        if orderly, let final = channel.sealFinal() { stream.write(final) }
+        logger.info("session ended", metadata: ["reason": "\(reason)"])
+        timer?.close()
+        stream.closeAfterWrites()
+        onFinished?()
+    }
+
+    private func received(_ bytes: [UInt8]) {
+        execute(channel.receive(bytes))
+    }
+
+    private func execute(_ events: [ChannelEvent]) {
+        for event in events {
+            guard !finished else { return }
+            switch event {
+            case .send(let bytes): stream.write(bytes)
+            case .verifyPeer(let key):
+                let ledger = self.ledger
+                writer.submit({ db in try ledger.store(db, key: key) }) { [weak self] result in
+                    guard let self, !self.finished else { return }
+                    if case .success(let store?) = result {
+                        self.store = store
+                        self.logger[metadataKey: "store"] = "\(store.name)"
+                        self.execute(self.channel.peerVerified(allowed: true))
+                    } else {
+                        self.logger.warning("refused store key", metadata: ["key": "\(key)"])
+                        self.execute(self.channel.peerVerified(allowed: false))
+                    }
+                }
+            case .established:
+                logger.debug("channel established")
+            case .deliver(let plaintext):
+                do { try handle(try SyncMessage(decoding: plaintext)) } catch {
+                    refuse(.malformed, "\(error)")
+                }
+            case .close(let reason):
+                finish(reason: reason.description, orderly: false)
+            }
+        }
+    }
+
+    private func send(_ message: SyncMessage) {
+        guard !finished, let record = channel.seal(message.encoded) else { return }
+        stream.write(record)
+    }
+
+    private func refuse(_ code: SyncErrorCode, _ message: String) {
+        logger.error("refusing session", metadata: ["reason": "\(message)"])
+        send(.error(code: code, message: message))
+        finish(reason: message, orderly: true)
+    }
+
+    private func handle(_ message: SyncMessage) throws {
+        guard let store else { return }
+        let ledger = self.ledger
+        switch message {
+        case .hello(let version, let node, _):
+            guard version == syncProtocolVersion else {
+                refuse(.unsupportedVersion, "store speaks protocol version \(version), hub speaks \(syncProtocolVersion)")
+                return
+            }
+            guard node == store.id else {
+                refuse(.refusedEntry, "store authenticated as \(store.id) but says it is \(node)")
+                return
+            }
+            writer.submit({ db in try ledger.originHighWater(db, origin: node) }) { [weak self] result in
+                guard let self else { return }
+                switch result {
+                case .success(let high):
+                    self.greeted = true
+                    self.timer?.stop()
+                    self.logger.info("store online", metadata: ["hubHasUpTo": "\(high)"])
+                    self.send(.welcome(version: syncProtocolVersion, originHighWater: high))
+                case .failure(let error): self.refuse(.internalError, "\(error)")
+                }
+            }
+        case .push(let entries) where greeted:
+            writer.submit({ db in try ledger.merge(db, from: store.id, entries: entries) }) { [weak self] result in
+                switch result {
+                case .success(let high): self?.send(.ack(upTo: high))
+                case .failure(let error as MergeError): self?.refuse(.refusedEntry, error.description)
+                case .failure(let error): self?.refuse(.internalError, "\(error)")
+                }
+            }
+        case .pull(let after, let limit) where greeted:
+            let bounded = Int(min(limit, UInt32(SyncMessage.maxBatch)))
+            writer.submit({ db in try ledger.feed(db, after: after, limit: bounded, excluding: store.id) }) {
+                [weak self] result in
+                switch result {
+                case .success(let feed): self?.send(.changes(entries: feed.entries, upTo: feed.upTo, more: feed.more))
+                case .failure(let error): self?.refuse(.internalError, "\(error)")
+                }
+            }
+        case .rightsRequest(let requestID, let member, let account, let points) where greeted:
+            writer.submit({ db in try ledger.grant(db, member: member, account: account, to: store.id, points: points) }) {
+                [weak self] result in
+                switch result {
+                case .success(let grant):
+                    self?.send(.rightsGrant(requestID: requestID, granted: grant.granted, entry: grant.entry))
+                case .failure(let error): self?.refuse(.internalError, "\(error)")
+                }
+            }
+        default:
+            refuse(.unexpected, "unexpected message at this point of the session")
+        }
+    }
+}

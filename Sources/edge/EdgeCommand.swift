@@ -1,0 +1,101 @@
+import ArgumentParser
+import EdgeNode
+import Foundation
+import Logging
+import NodeKit
+import SyncProtocol
+
+@main
+struct Edge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "edge",
+        abstract: "The store node of the loyalty coalition: POS API, offline replica, sync with the hub.",
+        subcommands: [Run.self, Keygen.self, Pos.self])
+}
+
+extension Edge {
+    struct Keygen: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create this store's long-term key (file mode 0600) and print its public key for enrollment.")
+
+        @Option(help: "Where to write the secret key; an existing file is never overwritten.")
+        var key: String
+
+        func run() throws {
+            let pair = try KeyFile.generate(at: key)
+            print(pair.publicKey.hex)
+        }
+    }
+
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the store node until SIGINT or SIGTERM.")
+
+        @Option(help: "Store id given by `hub store enroll`.")
+        var node: UInt32
+        @Option(help: "Data directory (holds edge.sqlite).")
+        var data: String
+        @Option(help: "This store's key file (from `edge keygen`).")
+        var key: String
+        @Option(help: "POS API address, HOST:PORT.")
+        var pos: String = "127.0.0.1:7401"
+        @Option(help: "The hub's sync address, HOST:PORT.")
+        var hub: String = "127.0.0.1:7400"
+        @Option(name: .customLong("hub-key"), help: "The hub's public key (hex); the store refuses any other hub.")
+        var hubKey: String
+        @Option(name: .customLong("sync-interval-ms"), help: "How often to push and pull while online.")
+        var syncInterval: UInt64 = 1_000
+        @Option(help: "Offline risk allowance: points a store may redeem beyond the rights it holds.")
+        var allowance: UInt64 = 0
+        @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+        var logLevel: String = "info"
+
+        func validate() throws {
+            guard node > 0 else { throw ValidationError("--node must be the store id from enrollment (1 or more)") }
+            guard SocketAddress(pos) != nil else { throw ValidationError("--pos must be HOST:PORT") }
+            guard SocketAddress(hub) != nil else { throw ValidationError("--hub must be HOST:PORT") }
+            guard PublicKey(hex: hubKey) != nil else { throw ValidationError("--hub-key must be 64 hex digits") }
+            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        }
+
+        func run() throws {
+            var logger = Logger(label: "edge")
+            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            logger[metadataKey: "node"] = "\(node)"
+            var configuration = EdgeConfiguration(
+                node: NodeID(node), dataDirectory: data, keyFile: key, pos: SocketAddress(pos)!, hub: SocketAddress(hub)!,
+                hubKey: PublicKey(hex: hubKey)!)
+            configuration.syncIntervalMilliseconds = syncInterval
+            configuration.allowance = allowance
+            let edge = try EdgeNode(configuration: configuration, logger: logger)
+            edge.run()
+        }
+    }
+
+    struct Pos: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Call a POS API method of a running store node and print the result as JSON.",
+            discussion: "Example: edge pos account.balance --params '{\"card\":\"4600000000017\"}'")
+
+        @Argument(help: "Method name, e.g. member.identify, checkout.purchase, node.status.")
+        var method: String
+        @Option(help: "Parameters as a JSON object.")
+        var params: String = "{}"
+        @Option(help: "The node's POS address, HOST:PORT.")
+        var address: String = "127.0.0.1:7401"
+
+        func run() throws {
+            guard let target = SocketAddress(address) else { throw ValidationError("--address must be HOST:PORT") }
+            guard case .object(let fields) = try? JSONValue.parse(Array(params.utf8)) else {
+                throw ValidationError("--params must be a JSON object")
+            }
+            do {
+                let result = try PosClient(address: target).call(method, fields)
+                print(result.jsonLine)
+            } catch let error as PosError {
+                FileHandle.standardError.write(Data("error \(error.code): \(error.message)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+    }
+}

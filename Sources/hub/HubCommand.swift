@@ -1,0 +1,135 @@
+import ArgumentParser
+import Foundation
+import HubNode
+import Logging
+import NodeKit
+import SyncProtocol
+
+@main
+struct Hub: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hub",
+        abstract: "The coalition hub: merges every store's ledger, hands out redemption rights, enrolls stores.",
+        subcommands: [Run.self, Keygen.self, Store.self, Member.self])
+}
+
+struct DataOption: ParsableArguments {
+    @Option(help: "Hub data directory (holds hub.sqlite).")
+    var data: String
+
+    func openLedger() throws -> SQLiteConnection {
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        return try HubLedger.open(path: data + "/hub.sqlite")
+    }
+}
+
+extension Hub {
+    struct Keygen: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the hub's long-term key (file mode 0600) and print its public key for store configs.")
+
+        @Option(help: "Where to write the secret key; an existing file is never overwritten.")
+        var key: String
+
+        func run() throws {
+            print(try KeyFile.generate(at: key).publicKey.hex)
+        }
+    }
+
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Serve store sessions until SIGINT or SIGTERM.")
+
+        @OptionGroup var options: DataOption
+        @Option(help: "The hub's key file (from `hub keygen`).")
+        var key: String
+        @Option(help: "Sync address for stores, HOST:PORT.")
+        var listen: String = "127.0.0.1:7400"
+        @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+        var logLevel: String = "info"
+
+        func validate() throws {
+            guard SocketAddress(listen) != nil else { throw ValidationError("--listen must be HOST:PORT") }
+            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        }
+
+        func run() throws {
+            var logger = Logger(label: "hub")
+            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let hub = try HubNode(
+                configuration: HubConfiguration(dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!),
+                logger: logger)
+            hub.run()
+        }
+    }
+
+    struct Store: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Enroll, revoke and list the stores allowed to sync.", subcommands: [Enroll.self, Revoke.self, List.self])
+
+        struct Enroll: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Allow a store's public key; prints the store id to configure on the store (--node).")
+            @OptionGroup var options: DataOption
+            @Option(help: "A unique store name.")
+            var name: String
+            @Option(help: "The partner (brand) the store belongs to.")
+            var partner: String
+            @Option(name: .customLong("public-key"), help: "The store's public key, as printed by `edge keygen`.")
+            var publicKey: String
+
+            func run() throws {
+                guard let key = PublicKey(hex: publicKey) else { throw ValidationError("--public-key must be 64 hex digits") }
+                let db = try options.openLedger()
+                let store = try HubLedger().enroll(db, name: name, partner: partner, key: key)
+                print(store.id.rawValue)
+            }
+        }
+
+        struct Revoke: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Refuse a store's key from its next handshake on.")
+            @OptionGroup var options: DataOption
+            @Option(help: "The store's name.")
+            var name: String
+
+            func run() throws {
+                let store = try HubLedger().revoke(try options.openLedger(), name: name)
+                print("revoked store \(store.name) (id \(store.id.rawValue))")
+            }
+        }
+
+        struct List: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List enrolled stores as JSON lines.")
+            @OptionGroup var options: DataOption
+
+            func run() throws {
+                for store in try HubLedger().stores(try options.openLedger()) {
+                    let line = JSONValue.object([
+                        "id": .int(Int64(store.id.rawValue)), "name": .string(store.name), "partner": .string(store.partner),
+                        "publicKey": .string(store.publicKey.hex), "revoked": .bool(store.revoked),
+                    ])
+                    print(line.jsonLine)
+                }
+            }
+        }
+    }
+
+    struct Member: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a member's merged balance at the hub, by card number, as JSON.")
+        @OptionGroup var options: DataOption
+        @Option(help: "The member's card number.")
+        var card: String
+
+        func run() throws {
+            guard let member = try HubLedger().member(try options.openLedger(), card: card) else {
+                FileHandle.standardError.write(Data("no member with card \(card) has reached the hub\n".utf8))
+                throw ExitCode(2)
+            }
+            let line = JSONValue.object([
+                "member": .string(member.id.description), "card": .string(member.card), "balance": .int(member.balance),
+                "promoBalance": .int(member.promoBalance), "hubRights": .int(member.hubRights),
+            ])
+            print(line.jsonLine)
+        }
+    }
+}

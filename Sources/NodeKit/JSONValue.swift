@@ -1,7 +1,9 @@
 import Foundation
 
 /// Any JSON value; integers stay exact 64-bit integers (amounts and points are never floats).
-public enum JSONValue: Sendable, Equatable, Codable, CustomStringConvertible {
+public enum JSONValue: Sendable, Equatable, Codable, CustomStringConvertible, ExpressibleByIntegerLiteral,
+    ExpressibleByStringLiteral, ExpressibleByBooleanLiteral
+{
     case null
     case bool(Bool)
     case int(Int64)
@@ -9,6 +11,10 @@ public enum JSONValue: Sendable, Equatable, Codable, CustomStringConvertible {
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
+
+    public init(integerLiteral value: Int64) { self = .int(value) }
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()

@@ -67,6 +67,7 @@ extension Edge {
                 hubKey: PublicKey(hex: hubKey)!)
             configuration.syncIntervalMilliseconds = syncInterval
             configuration.allowance = allowance
+            dieWithParent()
             let edge = try EdgeNode(configuration: configuration, logger: logger)
             edge.run()
         }

@@ -55,6 +55,7 @@ extension Hub {
         func run() throws {
             var logger = Logger(label: "hub")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            dieWithParent()
             let hub = try HubNode(
                 configuration: HubConfiguration(dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!),
                 logger: logger)

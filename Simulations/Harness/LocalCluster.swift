@@ -1,0 +1,216 @@
+import EdgeNode
+import Foundation
+import NodeKit
+import SyncProtocol
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Why a harness run failed.
+public struct HarnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A hub and stores running as real processes on loopback, each store's uplink through a
+/// relay that can be cut: the real executables, sockets, databases and encryption.
+public final class LocalCluster: @unchecked Sendable {
+    // @unchecked: `children` is guarded by `lock`; everything else is used by one thread.
+    public struct StoreHandle: Sendable {
+        public let name: String
+        public let id: UInt32
+        public let pos: SocketAddress
+        let relayPID: Int32
+    }
+
+    public let binaries: URL
+    public let workDirectory: URL
+    private let lock = NSLock()
+    private var children: [Process] = []
+    private var hubKey = ""
+    private var hubPort: UInt16 = 0
+    public private(set) var stores: [String: StoreHandle] = [:]
+    public var syncIntervalMilliseconds = 200
+
+    public init(binaries: URL, workDirectory: URL) throws {
+        self.binaries = binaries
+        self.workDirectory = workDirectory
+        for tool in ["edge", "hub", "simulate"]
+        where !FileManager.default.isExecutableFile(atPath: binaries.appendingPathComponent(tool).path) {
+            throw HarnessError("\(tool) is not built in \(binaries.path); run `swift build` first")
+        }
+        try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
+    }
+
+    /// Where `edge`, `hub` and `simulate` were built: LOYALTY_BIN_DIR, the running
+    /// executable's directory, or `.build/debug` under the current directory.
+    public static func locateBinaries() -> URL {
+        if let dir = ProcessInfo.processInfo.environment["LOYALTY_BIN_DIR"] { return URL(fileURLWithPath: dir) }
+        var candidates: [URL] = []
+        if let executable = Bundle.main.executableURL { candidates.append(executable.deletingLastPathComponent()) }
+        candidates.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/debug"))
+        return candidates.first {
+            FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("edge").path)
+        } ?? candidates.last!
+    }
+
+    // MARK: Processes
+
+    @discardableResult
+    private func launch(_ tool: String, _ arguments: [String], log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = binaries.appendingPathComponent(tool)
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["LOYALTY_DIE_WITH_PARENT"] = "1"
+        process.environment = environment
+        let logURL = workDirectory.appendingPathComponent(log)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logURL)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        lock.lock()
+        children.append(process)
+        lock.unlock()
+        return process
+    }
+
+    /// Runs a tool to completion and returns its standard output.
+    public func runTool(_ tool: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = binaries.appendingPathComponent(tool)
+        process.arguments = arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw HarnessError("\(tool) \(arguments.joined(separator: " ")) failed: \(errorText)")
+        }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Terminates every process started (SIGTERM, then SIGKILL after two seconds).
+    public func stop() {
+        lock.lock()
+        let running = children
+        children.removeAll()
+        lock.unlock()
+        for process in running where process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        let deadline = Date().addingTimeInterval(2)
+        for process in running {
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        for process in running { process.waitUntilExit() }
+    }
+
+    deinit { stop() }
+
+    // MARK: Nodes
+
+    private var hubData: String { workDirectory.appendingPathComponent("hub").path }
+
+    public func startHub() throws {
+        let keyPath = workDirectory.appendingPathComponent("hub.key").path
+        hubKey = try runTool("hub", ["keygen", "--key", keyPath])
+        hubPort = try Self.freePort()
+        try launch(
+            "hub", ["run", "--data", hubData, "--key", keyPath, "--listen", "127.0.0.1:\(hubPort)"], log: "hub.log")
+        try waitForPort(hubPort, what: "hub")
+    }
+
+    /// Generates a store key, enrolls it at the hub and starts the store behind a relay.
+    @discardableResult
+    public func addStore(name: String, partner: String) throws -> StoreHandle {
+        let keyPath = workDirectory.appendingPathComponent("\(name).key").path
+        let publicKey = try runTool("edge", ["keygen", "--key", keyPath])
+        let idText = try runTool(
+            "hub", ["store", "enroll", "--data", hubData, "--name", name, "--partner", partner, "--public-key", publicKey])
+        guard let id = UInt32(idText) else { throw HarnessError("hub store enroll printed \(idText)") }
+        let relayPort = try Self.freePort()
+        let relay = try launch(
+            "simulate", ["relay", "--listen", "127.0.0.1:\(relayPort)", "--to", "127.0.0.1:\(hubPort)"],
+            log: "relay-\(name).log")
+        try waitForPort(relayPort, what: "relay for \(name)")
+        let posPort = try Self.freePort()
+        try launch(
+            "edge",
+            [
+                "run", "--node", "\(id)", "--data", workDirectory.appendingPathComponent(name).path, "--key", keyPath,
+                "--pos", "127.0.0.1:\(posPort)", "--hub", "127.0.0.1:\(relayPort)", "--hub-key", hubKey,
+                "--sync-interval-ms", "\(syncIntervalMilliseconds)",
+            ], log: "\(name).log")
+        try waitForPort(posPort, what: "store \(name)")
+        let handle = StoreHandle(
+            name: name, id: id, pos: SocketAddress(host: "127.0.0.1", port: posPort), relayPID: relay.processIdentifier)
+        stores[name] = handle
+        return handle
+    }
+
+    public func pos(_ store: String) throws -> PosClient {
+        guard let handle = stores[store] else { throw HarnessError("no store \(store)") }
+        return try PosClient(address: handle.pos)
+    }
+
+    /// The member's merged balance at the hub, read from its database by `hub member`.
+    public func hubBalance(card: String) throws -> Int64? {
+        guard let line = try? runTool("hub", ["member", "--data", hubData, "--card", card]) else { return nil }
+        return try JSONValue.parse(Array(line.utf8))["balance"]?.intValue
+    }
+
+    /// Cuts the store's link to the hub (its relay drops and refuses connections).
+    public func cut(_ store: String) throws {
+        guard let handle = stores[store] else { throw HarnessError("no store \(store)") }
+        kill(handle.relayPID, SIGUSR1)
+    }
+
+    public func restore(_ store: String) throws {
+        guard let handle = stores[store] else { throw HarnessError("no store \(store)") }
+        kill(handle.relayPID, SIGUSR2)
+    }
+
+    // MARK: Helpers
+
+    /// Polls `condition` every 50 ms until it holds or `seconds` pass.
+    public func wait(upTo seconds: Double, for what: String, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if (try? condition()) == true { return }
+            usleep(50_000)
+        }
+        if try condition() { return }
+        throw HarnessError("timed out after \(seconds) s waiting for \(what); logs in \(workDirectory.path)")
+    }
+
+    private func waitForPort(_ port: UInt16, what: String) throws {
+        try wait(upTo: 15, for: "\(what) to listen on port \(port)") {
+            (try? BlockingLineClient(connectTo: SocketAddress(host: "127.0.0.1", port: port), timeoutSeconds: 1)) != nil
+        }
+    }
+
+    /// A port the kernel says is free now (bind to port 0, read it back, close).
+    public static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw HarnessError("cannot find a free port") }
+        return UInt16(bigEndian: address.sin_port)
+    }
+}

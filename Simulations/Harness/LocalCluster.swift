@@ -49,7 +49,8 @@ public final class LocalCluster: @unchecked Sendable {
         if let dir = ProcessInfo.processInfo.environment["LOYALTY_BIN_DIR"] { return URL(fileURLWithPath: dir) }
         var candidates: [URL] = []
         if let executable = Bundle.main.executableURL { candidates.append(executable.deletingLastPathComponent()) }
-        candidates.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/debug"))
+        candidates.append(
+            URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/debug"))
         return candidates.first {
             FileManager.default.isExecutableFile(atPath: $0.appendingPathComponent("edge").path)
         } ?? candidates.last!
@@ -132,7 +133,8 @@ public final class LocalCluster: @unchecked Sendable {
         let keyPath = workDirectory.appendingPathComponent("\(name).key").path
         let publicKey = try runTool("edge", ["keygen", "--key", keyPath])
         let idText = try runTool(
-            "hub", ["store", "enroll", "--data", hubData, "--name", name, "--partner", partner, "--public-key", publicKey])
+            "hub",
+            ["store", "enroll", "--data", hubData, "--name", name, "--partner", partner, "--public-key", publicKey])
         guard let id = UInt32(idText) else { throw HarnessError("hub store enroll printed \(idText)") }
         let relayPort = try Self.freePort()
         let relay = try launch(

@@ -48,7 +48,8 @@ public enum Walkthrough {
 
         say("\n== 4. store B redeems 40 points on a purchase of 1,000.00")
         let redeem = try b.call(
-            "checkout.purchase", ["card": .string(card), "amount": 100_000, "redeem": 40, "lane": "1", "receipt": "B-0001"])
+            "checkout.purchase",
+            ["card": .string(card), "amount": 100_000, "redeem": 40, "lane": "1", "receipt": "B-0001"])
         try expect(redeem["pointsRedeemed"] == 40 && redeem["paid"] == 96_000, "B redeems 40 points", redeem)
         say(
             "   B: redeemed \(redeem["pointsRedeemed"]!) (rights granted by the hub), paid 960.00, "
@@ -61,29 +62,39 @@ public enum Walkthrough {
 
         say("\n== 5. store B is cut off from the hub and keeps selling")
         try cluster.cut("B")
-        try cluster.wait(upTo: 15, for: "B to notice it is offline") { try b.call("node.status")["online"] == .bool(false) }
+        try cluster.wait(upTo: 15, for: "B to notice it is offline") {
+            try b.call("node.status")["online"] == .bool(false)
+        }
         say("   B: offline")
         let offline = try b.call(
             "checkout.purchase", ["card": .string(card), "amount": 50_000, "lane": "2", "receipt": "B-0002"])
         say("   B (offline): purchase of 500.00 earns \(offline["pointsEarned"]!), balance \(offline["balance"]!)")
         do {
             _ = try b.call(
-                "checkout.purchase", ["card": .string(card), "amount": 60_000, "redeem": 100, "lane": "2", "receipt": "B-0003"])
+                "checkout.purchase",
+                ["card": .string(card), "amount": 60_000, "redeem": 100, "lane": "2", "receipt": "B-0003"])
             throw HarnessError("an offline redemption beyond the store's rights was accepted")
         } catch let error as PosError {
-            try expect(error.code == 1003 && error.data?["redeemable"] == 25, "B refuses 100 points offline", .string(error.message))
+            try expect(
+                error.code == 1003 && error.data?["redeemable"] == 25, "B refuses 100 points offline",
+                .string(error.message))
             say("   B (offline): redeeming 100 refused: \(error.message)")
         }
         let covered = try b.call(
-            "checkout.purchase", ["card": .string(card), "amount": 30_000, "redeem": 20, "lane": "2", "receipt": "B-0004"])
+            "checkout.purchase",
+            ["card": .string(card), "amount": 30_000, "redeem": 20, "lane": "2", "receipt": "B-0004"])
         say(
             "   B (offline): redeemed \(covered["pointsRedeemed"]!) of the points it holds, earned "
                 + "\(covered["pointsEarned"]!), balance \(covered["balance"]!)")
         let retry = try b.call(
-            "checkout.purchase", ["card": .string(card), "amount": 30_000, "redeem": 20, "lane": "2", "receipt": "B-0004"])
-        try expect(retry["replayed"] == .bool(true) && retry["balance"] == covered["balance"], "a retried receipt is not applied twice", retry)
+            "checkout.purchase",
+            ["card": .string(card), "amount": 30_000, "redeem": 20, "lane": "2", "receipt": "B-0004"])
+        try expect(
+            retry["replayed"] == .bool(true) && retry["balance"] == covered["balance"],
+            "a retried receipt is not applied twice", retry)
         say("   B (offline): the lane retried receipt B-0004; answered from the log, not applied twice")
-        let atA = try a.call("checkout.purchase", ["card": .string(card), "amount": 30_000, "lane": "1", "receipt": "A-0002"])
+        let atA = try a.call(
+            "checkout.purchase", ["card": .string(card), "amount": 30_000, "lane": "1", "receipt": "A-0002"])
         say("   A (online): purchase of 300.00 earns \(atA["pointsEarned"]!), A now shows \(atA["balance"]!)")
         let status = try b.call("node.status")
         say("   B: \(status["unsyncedOperations"]!) operations waiting for the hub")

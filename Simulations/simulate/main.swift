@@ -26,7 +26,8 @@ extension Simulate {
         static let configuration = CommandConfiguration(
             abstract: "Start a hub and two stores on loopback and play the offline-sync scenario, narrated.")
 
-        @Option(help: "Directory for databases, keys and logs (default: a new temporary directory, removed afterwards).")
+        @Option(
+            help: "Directory for databases, keys and logs (default: a new temporary directory, removed afterwards).")
         var workdir: String?
 
         func run() throws {

@@ -109,7 +109,9 @@ public struct EdgeLedger: Sendable {
         {
             guard let kind = SlotKind(rawValue: UInt8(truncatingIfNeeded: row.int(0))) else { continue }
             counter.apply(
-                SlotKey(kind: kind, from: NodeID(UInt32(truncatingIfNeeded: row.int(1))), to: NodeID(UInt32(truncatingIfNeeded: row.int(2)))),
+                SlotKey(
+                    kind: kind, from: NodeID(UInt32(truncatingIfNeeded: row.int(1))),
+                    to: NodeID(UInt32(truncatingIfNeeded: row.int(2)))),
                 row.uint(3))
         }
         return counter
@@ -135,7 +137,8 @@ public struct EdgeLedger: Sendable {
         }
         if let phone {
             let hash = try phoneHash(phone)
-            guard let row = try db.query("SELECT id, card FROM members WHERE phone_hash = ?", [.blob(hash)]).first else {
+            guard let row = try db.query("SELECT id, card FROM members WHERE phone_hash = ?", [.blob(hash)]).first
+            else {
                 throw PosError.unknownMember("this phone number")
             }
             return try view(db, member: MemberID(rawValue: row.uint(0)), card: row.text(1))
@@ -155,7 +158,8 @@ public struct EdgeLedger: Sendable {
     // MARK: Writing
 
     /// Appends an entry to this store's log and applies its effects, in the caller's transaction.
-    func append(_ db: SQLiteConnection, key: String?, member: MemberID?, operation: Operation, effects: [SlotWrite]) throws
+    func append(_ db: SQLiteConnection, key: String?, member: MemberID?, operation: Operation, effects: [SlotWrite])
+        throws
         -> LogEntry
     {
         let sequence = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0) + 1
@@ -167,7 +171,10 @@ public struct EdgeLedger: Sendable {
             effects: effects)
         try db.run(
             "INSERT INTO log(seq, hlc, idem_key, member, entry) VALUES(?, ?, ?, ?, ?)",
-            [.uint(sequence), .uint(stamp.rawValue), key.map { .text($0) } ?? .null, member.map { .uint($0.rawValue) } ?? .null, .blob(entry.encoded)])
+            [
+                .uint(sequence), .uint(stamp.rawValue), key.map { .text($0) } ?? .null,
+                member.map { .uint($0.rawValue) } ?? .null, .blob(entry.encoded),
+            ])
         try applyEffects(db, entry.effects)
         return entry
     }
@@ -180,7 +187,8 @@ public struct EdgeLedger: Sendable {
                 ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(value, excluded.value)
                 """,
                 [
-                    .uint(effect.member.rawValue), .int(Int(effect.account.rawValue)), .int(Int(effect.slot.kind.rawValue)),
+                    .uint(effect.member.rawValue), .int(Int(effect.account.rawValue)),
+                    .int(Int(effect.slot.kind.rawValue)),
                     .int(Int(effect.slot.from.rawValue)), .int(Int(effect.slot.to.rawValue)), .uint(effect.value),
                 ])
         }
@@ -190,7 +198,8 @@ public struct EdgeLedger: Sendable {
         try db.run(
             "INSERT OR IGNORE INTO members(id, card, phone_hash, referrer, registered_hlc) VALUES(?, ?, ?, ?, ?)",
             [
-                .uint(record.id.rawValue), .text(record.card), record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
+                .uint(record.id.rawValue), .text(record.card),
+                record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
                 record.referrer.map { .uint($0.rawValue) } ?? .null, .uint(record.registeredAt.rawValue),
             ])
     }
@@ -205,7 +214,8 @@ public struct EdgeLedger: Sendable {
         let hash = try phone.map(phoneHash) ?? []
         var referrerID: MemberID?
         if let referrer {
-            guard let id = MemberID(referrer), try db.scalar("SELECT 1 FROM members WHERE id = ?", [.uint(id.rawValue)]) != nil
+            guard let id = MemberID(referrer),
+                try db.scalar("SELECT 1 FROM members WHERE id = ?", [.uint(id.rawValue)]) != nil
             else { throw PosError.unknownMember("id \(referrer) (referrer)") }
             referrerID = id
         }
@@ -214,8 +224,10 @@ public struct EdgeLedger: Sendable {
         try setMeta(db, .memberSerial, serial)
         let id = MemberID(origin: node, serial: UInt32(serial))
         let stamp = HLCTimestamp(rawValue: try meta(db, .hlc))
-        let record = MemberRecord(id: id, card: number.digits, phoneHash: hash, referrer: referrerID, registeredAt: stamp)
-        _ = try append(db, key: "register/\(number.digits)", member: id, operation: .registerMember(record), effects: [])
+        let record = MemberRecord(
+            id: id, card: number.digits, phoneHash: hash, referrer: referrerID, registeredAt: stamp)
+        _ = try append(
+            db, key: "register/\(number.digits)", member: id, operation: .registerMember(record), effects: [])
         try applyMember(db, record)
         return try view(db, member: id, card: number.digits)
     }
@@ -243,7 +255,8 @@ public struct EdgeLedger: Sendable {
         if request.redeemPoints > 0 {
             let redeemable = counter.redeemable(at: node, allowance: allowance)
             if request.redeemPoints > redeemable {
-                return .needsRights(member: member.id, shortfall: request.redeemPoints - redeemable, redeemable: redeemable)
+                return .needsRights(
+                    member: member.id, shortfall: request.redeemPoints - redeemable, redeemable: redeemable)
             }
             let (slot, value) = try counter.redeem(at: node, request.redeemPoints, allowance: allowance)
             effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
@@ -269,7 +282,8 @@ public struct EdgeLedger: Sendable {
     private func replay(_ db: SQLiteConnection, entry: LogEntry, request: PurchaseRequest) throws -> PurchaseReceipt {
         guard case .purchase(let original) = entry.operation, original.amountMinor == request.amountMinor,
             original.pointsRedeemed == request.redeemPoints,
-            let card = try db.query("SELECT card FROM members WHERE id = ?", [.uint(original.member.rawValue)]).first?.text(0),
+            let card = try db.query("SELECT card FROM members WHERE id = ?", [.uint(original.member.rawValue)]).first?
+                .text(0),
             card == request.card
         else { throw PosError.receiptConflict(request.idempotencyKey) }
         let counter = try counter(db, member: original.member, account: .main)
@@ -324,7 +338,9 @@ public struct EdgeLedger: Sendable {
                 high = known
             } else {
                 high = UInt64(
-                    try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM remote_log WHERE origin = ?", [.int(Int(entry.origin.rawValue))]) ?? 0)
+                    try db.scalar(
+                        "SELECT COALESCE(MAX(seq), 0) FROM remote_log WHERE origin = ?",
+                        [.int(Int(entry.origin.rawValue))]) ?? 0)
             }
             if entry.sequence <= high { continue }
             guard entry.sequence == high + 1 else {
@@ -333,7 +349,10 @@ public struct EdgeLedger: Sendable {
             highs[entry.origin] = entry.sequence
             try db.run(
                 "INSERT INTO remote_log(origin, seq, feed_seq, entry) VALUES(?, ?, ?, ?)",
-                [.int(Int(entry.origin.rawValue)), .uint(entry.sequence), .uint(feed.feedSequence), .blob(entry.encoded)])
+                [
+                    .int(Int(entry.origin.rawValue)), .uint(entry.sequence), .uint(feed.feedSequence),
+                    .blob(entry.encoded),
+                ])
             if case .registerMember(let record) = entry.operation { try applyMember(db, record) }
             try applyEffects(db, entry.effects)
             var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))

@@ -72,7 +72,10 @@ public final class EdgeNode {
         }
         logger.info(
             "edge node listening",
-            metadata: ["node": "\(configuration.node)", "pos": "\(configuration.pos.host):\(posPort)", "hub": "\(configuration.hub)"])
+            metadata: [
+                "node": "\(configuration.node)", "pos": "\(configuration.pos.host):\(posPort)",
+                "hub": "\(configuration.hub)",
+            ])
     }
 
     private func accept(_ stream: TCPStream) {

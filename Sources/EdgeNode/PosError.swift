@@ -16,7 +16,9 @@ public struct PosError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String { "error \(code): \(message)" }
 
     // JSON-RPC 2.0 protocol errors.
-    public static func parseError(_ detail: String) -> PosError { PosError(code: -32700, message: "parse error: \(detail)") }
+    public static func parseError(_ detail: String) -> PosError {
+        PosError(code: -32700, message: "parse error: \(detail)")
+    }
     public static func invalidRequest(_ detail: String) -> PosError {
         PosError(code: -32600, message: "invalid request: \(detail)")
     }

@@ -31,7 +31,9 @@ final class PosService {
         guard case .object(let fields) = request, fields["jsonrpc"] == .string("2.0"),
             let method = fields["method"]?.stringValue
         else {
-            reply(Self.response(id: request["id"] ?? .null, error: .invalidRequest("expected a JSON-RPC 2.0 request object")))
+            reply(
+                Self.response(
+                    id: request["id"] ?? .null, error: .invalidRequest("expected a JSON-RPC 2.0 request object")))
             return
         }
         let id = fields["id"]
@@ -72,7 +74,9 @@ final class PosService {
                 let card = try Params.string(params, "card")
                 let phone = try Params.optionalString(params, "phone")
                 let referrer = try Params.optionalString(params, "referrer")
-                run(done, kick: true) { [ledger] db in try ledger.register(db, card: card, phone: phone, referrer: referrer).json }
+                run(done, kick: true) { [ledger] db in
+                    try ledger.register(db, card: card, phone: phone, referrer: referrer).json
+                }
             case "account.balance":
                 let card = try Params.string(params, "card")
                 run(done) { [ledger] db in try ledger.identify(db, card: card, phone: nil).json }
@@ -96,7 +100,8 @@ final class PosService {
 
     /// Runs a ledger call on the writer and maps its errors to POS errors.
     private func run(
-        _ done: @escaping Completion, kick: Bool = false, _ work: @escaping @Sendable (SQLiteConnection) throws -> JSONValue
+        _ done: @escaping Completion, kick: Bool = false,
+        _ work: @escaping @Sendable (SQLiteConnection) throws -> JSONValue
     ) {
         writer.submit(work) { [uplink, logger] result in
             switch result {
@@ -123,7 +128,8 @@ final class PosService {
                 guard askHub, uplink.online else {
                     done(
                         .failure(
-                            .insufficientPoints(requested: request.redeemPoints, redeemable: redeemable, online: uplink.online)))
+                            .insufficientPoints(
+                                requested: request.redeemPoints, redeemable: redeemable, online: uplink.online)))
                     return
                 }
                 uplink.requestRights(member: member, account: .main, points: shortfall) { [self] grant in
@@ -131,7 +137,10 @@ final class PosService {
                     case .success(let writes):
                         purchase(request, grant: writes, askHub: false, done)
                     case .failure:
-                        done(.failure(.insufficientPoints(requested: request.redeemPoints, redeemable: redeemable, online: false)))
+                        done(
+                            .failure(
+                                .insufficientPoints(
+                                    requested: request.redeemPoints, redeemable: redeemable, online: false)))
                     }
                 }
             case .failure(let error as PosError):
@@ -154,7 +163,8 @@ final class PosService {
                     "online": .bool(uplink.online),
                     "lastSequence": .int(Int64(status.lastSequence)),
                     "acknowledgedSequence": .int(Int64(status.acknowledgedSequence)),
-                    "unsyncedOperations": .int(Int64(status.lastSequence - min(status.lastSequence, status.acknowledgedSequence))),
+                    "unsyncedOperations": .int(
+                        Int64(status.lastSequence - min(status.lastSequence, status.acknowledgedSequence))),
                     "feedWatermark": .int(Int64(status.feedWatermark)),
                     "members": .int(status.members),
                     "uptimeMs": .int(Int64(now - startedAt)),

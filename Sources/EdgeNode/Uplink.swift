@@ -42,7 +42,10 @@ final class Uplink {
     private(set) var lastContact: UInt64?
     private(set) var offlineSince: UInt64?
 
-    init(loop: EventLoop, writer: DatabaseWriter, ledger: EdgeLedger, identity: SigningKeyPair, settings: Settings, logger: Logger)
+    init(
+        loop: EventLoop, writer: DatabaseWriter, ledger: EdgeLedger, identity: SigningKeyPair, settings: Settings,
+        logger: Logger
+    )
         throws
     {
         self.loop = loop
@@ -102,7 +105,8 @@ final class Uplink {
         stream.onRead = { [unowned self] bytes in self.received(bytes) }
         stream.onEnd = { [unowned self] error in
             self.stream = nil
-            self.teardown(reason: error.map { "connection to hub failed: \($0)" } ?? "hub closed the connection", retry: true)
+            self.teardown(
+                reason: error.map { "connection to hub failed: \($0)" } ?? "hub closed the connection", retry: true)
         }
         do { try stream.startReading() } catch {
             teardown(reason: "\(error)", retry: true)
@@ -194,7 +198,9 @@ final class Uplink {
             let ledger = self.ledger
             writer.submit({ db in try ledger.acknowledge(db, upTo: upTo) }) { [unowned self] result in
                 self.pushInFlight = false
-                if case .failure(let error) = result { self.logger.error("cannot record ack", metadata: ["error": "\(error)"]) }
+                if case .failure(let error) = result {
+                    self.logger.error("cannot record ack", metadata: ["error": "\(error)"])
+                }
                 self.push()
             }
         case .changes(let entries, let upTo, let more):
@@ -215,7 +221,9 @@ final class Uplink {
             pending.timer.close()
             if let entry {
                 try entry.validateOrigin()
-                guard entry.origin == .hub else { throw EntryError.wrongOrigin(claimed: entry.origin, authenticated: .hub) }
+                guard entry.origin == .hub else {
+                    throw EntryError.wrongOrigin(claimed: entry.origin, authenticated: .hub)
+                }
             }
             pending.completion(.success(entry?.effects ?? []))
         case .error(let code, let text):
@@ -267,7 +275,8 @@ final class Uplink {
     /// Asks the hub for `points` rights; completes with the grant's slot writes (empty when
     /// the hub had none) or an error when the hub is unreachable or silent.
     func requestRights(
-        member: MemberID, account: Account, points: UInt64, _ completion: @escaping (Result<[SlotWrite], PosError>) -> Void
+        member: MemberID, account: Account, points: UInt64,
+        _ completion: @escaping (Result<[SlotWrite], PosError>) -> Void
     ) {
         guard online else {
             completion(.failure(.hubUnreachable("redeeming points held elsewhere")))

@@ -89,12 +89,14 @@ public struct HubLedger: Sendable {
 
     public func enroll(_ db: SQLiteConnection, name: String, partner: String, key: PublicKey) throws -> StoreRecord {
         if let existing = try stores(db).first(where: { $0.publicKey == key || $0.name == name }) {
-            throw HubError("store \(existing.name) (id \(existing.id.rawValue)) is already enrolled with this name or key")
+            throw HubError(
+                "store \(existing.name) (id \(existing.id.rawValue)) is already enrolled with this name or key")
         }
         try db.run(
             "INSERT INTO stores(name, partner, public_key, enrolled_ms) VALUES(?, ?, ?, ?)",
             [.text(name), .text(partner), .blob(key.bytes), .uint(wallClockMilliseconds())])
-        return StoreRecord(id: NodeID(UInt32(db.lastInsertRowID)), name: name, partner: partner, publicKey: key, revoked: false)
+        return StoreRecord(
+            id: NodeID(UInt32(db.lastInsertRowID)), name: name, partner: partner, publicKey: key, revoked: false)
     }
 
     public func revoke(_ db: SQLiteConnection, name: String) throws -> StoreRecord {
@@ -112,7 +114,8 @@ public struct HubLedger: Sendable {
         try db.query("SELECT id, name, partner, public_key, revoked_ms FROM stores ORDER BY id").compactMap { row in
             guard let key = PublicKey(bytes: row.blob(3)) else { return nil }
             return StoreRecord(
-                id: NodeID(UInt32(row.int(0))), name: row.text(1), partner: row.text(2), publicKey: key, revoked: !row.isNull(4))
+                id: NodeID(UInt32(row.int(0))), name: row.text(1), partner: row.text(2), publicKey: key,
+                revoked: !row.isNull(4))
         }
     }
 
@@ -124,7 +127,9 @@ public struct HubLedger: Sendable {
     // MARK: Merge
 
     public func originHighWater(_ db: SQLiteConnection, origin: NodeID) throws -> UInt64 {
-        UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM entries WHERE origin = ?", [.int(Int(origin.rawValue))]) ?? 0)
+        UInt64(
+            try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM entries WHERE origin = ?", [.int(Int(origin.rawValue))])
+                ?? 0)
     }
 
     private func nextFeedSequence(_ db: SQLiteConnection) throws -> UInt64 {
@@ -161,7 +166,8 @@ public struct HubLedger: Sendable {
             try db.run(
                 "INSERT OR IGNORE INTO members(id, card, phone_hash, referrer, registered_hlc) VALUES(?, ?, ?, ?, ?)",
                 [
-                    .uint(record.id.rawValue), .text(record.card), record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
+                    .uint(record.id.rawValue), .text(record.card),
+                    record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
                     record.referrer.map { .uint($0.rawValue) } ?? .null, .uint(record.registeredAt.rawValue),
                 ])
         }
@@ -172,7 +178,8 @@ public struct HubLedger: Sendable {
                 ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(value, excluded.value)
                 """,
                 [
-                    .uint(effect.member.rawValue), .int(Int(effect.account.rawValue)), .int(Int(effect.slot.kind.rawValue)),
+                    .uint(effect.member.rawValue), .int(Int(effect.account.rawValue)),
+                    .int(Int(effect.slot.kind.rawValue)),
                     .int(Int(effect.slot.from.rawValue)), .int(Int(effect.slot.to.rawValue)), .uint(effect.value),
                 ])
         }
@@ -210,7 +217,8 @@ public struct HubLedger: Sendable {
 
     /// Grants up to `points` of the rights the hub holds for this member to `store`.
     /// Returns the points granted and the hub's log entry recording the move.
-    public func grant(_ db: SQLiteConnection, member: MemberID, account: Account, to store: NodeID, points: UInt64) throws
+    public func grant(_ db: SQLiteConnection, member: MemberID, account: Account, to store: NodeID, points: UInt64)
+        throws
         -> (granted: UInt64, entry: LogEntry?)
     {
         var counter = try counter(db, member: member, account: account)
@@ -220,7 +228,8 @@ public struct HubLedger: Sendable {
         let (slot, value) = try counter.move(by: .hub, to: store, granted)
         let sequence = try originHighWater(db, origin: .hub) + 1
         var clock = HybridLogicalClock(
-            last: HLCTimestamp(rawValue: UInt64(bitPattern: try db.scalar("SELECT value FROM meta WHERE key = 'hlc'") ?? 0)))
+            last: HLCTimestamp(
+                rawValue: UInt64(bitPattern: try db.scalar("SELECT value FROM meta WHERE key = 'hlc'") ?? 0)))
         let stamp = try clock.now(wall: wallClockMilliseconds())
         try db.run(
             "INSERT INTO meta(key, value) VALUES('hlc', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -236,13 +245,15 @@ public struct HubLedger: Sendable {
     // MARK: Queries
 
     public func member(_ db: SQLiteConnection, card: String) throws -> HubMemberView? {
-        guard let row = try db.query("SELECT id FROM members WHERE card = ? ORDER BY id LIMIT 1", [.text(card)]).first else {
+        guard let row = try db.query("SELECT id FROM members WHERE card = ? ORDER BY id LIMIT 1", [.text(card)]).first
+        else {
             return nil
         }
         let id = MemberID(rawValue: row.uint(0))
         let main = try counter(db, member: id, account: .main)
         let promo = try counter(db, member: id, account: .promo)
-        return HubMemberView(id: id, card: card, balance: main.balance, promoBalance: promo.balance, hubRights: main.rights(.hub))
+        return HubMemberView(
+            id: id, card: card, balance: main.balance, promoBalance: promo.balance, hubRights: main.rights(.hub))
     }
 }
 

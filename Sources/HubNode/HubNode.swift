@@ -46,7 +46,9 @@ public final class HubNode {
         for signal in [SIGINT, SIGTERM] {
             signals.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.shutdown() })
         }
-        logger.info("hub listening", metadata: ["address": "\(configuration.listen.host):\(port)", "key": "\(identity.publicKey)"])
+        logger.info(
+            "hub listening",
+            metadata: ["address": "\(configuration.listen.host):\(port)", "key": "\(identity.publicKey)"])
     }
 
     private func accept(_ stream: TCPStream) {
@@ -106,7 +108,9 @@ final class StoreSession {
     func start() {
         stream.onRead = { [unowned self] bytes in self.received(bytes) }
         stream.onEnd = { [unowned self] error in
-            self.finish(reason: error.map { "connection failed: \($0)" } ?? "store disconnected without a close frame", orderly: false)
+            self.finish(
+                reason: error.map { "connection failed: \($0)" } ?? "store disconnected without a close frame",
+                orderly: false)
         }
         do { try stream.startReading() } catch { finish(reason: "\(error)", orderly: false) }
     }
@@ -172,7 +176,8 @@ final class StoreSession {
         switch message {
         case .hello(let version, let node, _):
             guard version == syncProtocolVersion else {
-                refuse(.unsupportedVersion, "store speaks protocol version \(version), hub speaks \(syncProtocolVersion)")
+                refuse(
+                    .unsupportedVersion, "store speaks protocol version \(version), hub speaks \(syncProtocolVersion)")
                 return
             }
             guard node == store.id else {
@@ -208,7 +213,8 @@ final class StoreSession {
                 }
             }
         case .rightsRequest(let requestID, let member, let account, let points) where greeted:
-            writer.submit({ db in try ledger.grant(db, member: member, account: account, to: store.id, points: points) }) {
+            writer.submit({ db in try ledger.grant(db, member: member, account: account, to: store.id, points: points) }
+            ) {
                 [weak self] result in
                 switch result {
                 case .success(let grant):

@@ -57,7 +57,8 @@ public final class BlockingLineClient {
             }
             let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
             guard count > 0 else {
-                throw Failure(description: count == 0 ? "connection closed by the node" : "no answer from the node in time")
+                throw Failure(
+                    description: count == 0 ? "connection closed by the node" : "no answer from the node in time")
             }
             pending += chunk[0..<count]
         }

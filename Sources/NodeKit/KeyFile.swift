@@ -37,7 +37,8 @@ public enum KeyFile {
         guard info.st_mode & 0o077 == 0 else {
             let mode = String(info.st_mode & 0o777, radix: 8)
             throw Failure(
-                description: "key file \(path) has mode \(mode): it must be readable by its owner only (chmod 600 \(path))")
+                description:
+                    "key file \(path) has mode \(mode): it must be readable by its owner only (chmod 600 \(path))")
         }
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else {

@@ -20,7 +20,8 @@ public struct Migrator: Sendable {
         let current = try db.userVersion
         if current > latestVersion {
             throw SQLiteError(
-                code: 0, message: "database schema version \(current) is newer than this build knows (\(latestVersion))",
+                code: 0,
+                message: "database schema version \(current) is newer than this build knows (\(latestVersion))",
                 sql: "migrate")
         }
         for step in steps where step.version > current && step.version <= (target ?? latestVersion) {

@@ -117,7 +117,9 @@ public final class SQLiteConnection: @unchecked Sendable {
             case .text(let text): rc = sqlite3_bind_text(statement, index, text, -1, transientDestructor)
             case .blob(let bytes):
                 rc = bytes.withUnsafeBytes {
-                    sqlite3_bind_blob(statement, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count), transientDestructor)
+                    sqlite3_bind_blob(
+                        statement, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count),
+                        transientDestructor)
                 }
             }
             guard rc == SQLITE_OK else { throw error(rc, sql) }

@@ -35,7 +35,8 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         }
         try UVError.check(rc, "parse address \(description)")
         return try withUnsafePointer(to: &storage) { pointer throws(UVError) -> R in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { addr throws(UVError) -> R in try body(addr) }
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { addr throws(UVError) -> R in try body(addr)
+            }
         }
     }
 }
@@ -131,7 +132,8 @@ public final class TCPStream: LoopHandle {
         let memory = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes.count)
         memory.initialize(from: bytes, count: bytes.count)
         request.pointee.data = UnsafeMutableRawPointer(memory)
-        var buffer = uv_buf_init(UnsafeMutableRawPointer(memory).assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
+        var buffer = uv_buf_init(
+            UnsafeMutableRawPointer(memory).assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
         let rc = uv_write(request, stream, &buffer, 1) { request, status in
             guard let request else { return }
             request.pointee.data?.deallocate()
@@ -198,9 +200,9 @@ public final class TCPListener: LoopHandle {
 
     /// Binds and listens; returns the port actually bound (useful with port 0).
     @discardableResult
-    public func listen(on address: SocketAddress, backlog: Int32 = 511, _ body: @escaping (TCPStream) -> Void) throws(
-        UVError
-    ) -> UInt16 {
+    public func listen(on address: SocketAddress, backlog: Int32 = 511, _ body: @escaping (TCPStream) -> Void)
+        throws(UVError) -> UInt16
+    {
         let tcp = UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_tcp_t.self)
         try address.withSockaddr { addr throws(UVError) in
             try UVError.check(uv_tcp_bind(tcp, addr, 0), "bind \(address)")

@@ -55,7 +55,8 @@ public struct HybridLogicalClock: Sendable {
     /// Folds in a stamp received from another node.
     public mutating func observe(_ remote: HLCTimestamp, wall: UInt64) throws(ClockError) {
         if remote.milliseconds > wall, remote.milliseconds - wall > maxForwardDriftMilliseconds {
-            throw .remoteTooFarAhead(remote: remote, wallMilliseconds: wall, boundMilliseconds: maxForwardDriftMilliseconds)
+            throw .remoteTooFarAhead(
+                remote: remote, wallMilliseconds: wall, boundMilliseconds: maxForwardDriftMilliseconds)
         }
         let top = max(wall, last.milliseconds, remote.milliseconds)
         var logical: UInt16 = 0

@@ -175,7 +175,8 @@ extension LogEntry {
             let registeredAt = HLCTimestamp(rawValue: try reader.readUInt64())
             operation = .registerMember(
                 MemberRecord(
-                    id: id, card: card, phoneHash: phoneHash, referrer: referrer == 0 ? nil : MemberID(rawValue: referrer),
+                    id: id, card: card, phoneHash: phoneHash,
+                    referrer: referrer == 0 ? nil : MemberID(rawValue: referrer),
                     registeredAt: registeredAt))
         case 2:
             let member = MemberID(rawValue: try reader.readUInt64())
@@ -200,11 +201,15 @@ extension LogEntry {
             let member = MemberID(rawValue: try reader.readUInt64())
             let account = try decodeAccount(&reader)
             let kindTag = try reader.readUInt8()
-            guard let kind = SlotKind(rawValue: kindTag) else { throw .unknownTag(field: "slot kind", value: UInt64(kindTag)) }
+            guard let kind = SlotKind(rawValue: kindTag) else {
+                throw .unknownTag(field: "slot kind", value: UInt64(kindTag))
+            }
             let from = NodeID(try reader.readUInt32())
             let to = NodeID(try reader.readUInt32())
             let value = try reader.readUInt64()
-            effects.append(SlotWrite(member: member, account: account, slot: SlotKey(kind: kind, from: from, to: to), value: value))
+            effects.append(
+                SlotWrite(member: member, account: account, slot: SlotKey(kind: kind, from: from, to: to), value: value)
+            )
         }
         return LogEntry(
             origin: origin, sequence: sequence, timestamp: timestamp, idempotencyKey: key, operation: operation,

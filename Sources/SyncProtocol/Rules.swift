@@ -9,7 +9,8 @@ public struct PartnerRules: Sendable, Equatable {
     /// Largest share of a check payable with points, in basis points (3000 = 30 %).
     public var maxRedeemBasisPoints: UInt64
 
-    public init(accrualBasisPoints: UInt64 = 500, minorUnitsPerPoint: UInt64 = 100, maxRedeemBasisPoints: UInt64 = 3000) {
+    public init(accrualBasisPoints: UInt64 = 500, minorUnitsPerPoint: UInt64 = 100, maxRedeemBasisPoints: UInt64 = 3000)
+    {
         self.accrualBasisPoints = accrualBasisPoints
         self.minorUnitsPerPoint = minorUnitsPerPoint
         self.maxRedeemBasisPoints = maxRedeemBasisPoints
@@ -31,7 +32,6 @@ public struct PartnerRules: Sendable, Equatable {
         return overflow || discount >= amountMinor ? 0 : amountMinor - discount
     }
 }
-
 
 /// ⌊a·b/d⌋ without intermediate overflow; saturates at `UInt64.max`.
 func mulDiv(_ a: UInt64, _ b: UInt64, _ d: UInt64) -> UInt64 {

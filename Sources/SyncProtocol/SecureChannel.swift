@@ -16,7 +16,8 @@ public enum ChannelCloseReason: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .oversizedRecord(let length, let limit): return "record of \(length) bytes exceeds the limit of \(limit)"
         case .malformedHandshake(let why): return "malformed handshake: \(why)"
-        case .versionMismatch(let version): return "peer speaks channel version \(version), we speak \(syncProtocolVersion)"
+        case .versionMismatch(let version):
+            return "peer speaks channel version \(version), we speak \(syncProtocolVersion)"
         case .authenticationFailed(let why): return "handshake authentication failed: \(why)"
         case .unexpectedPeerKey(let key): return "peer key \(key) is not the pinned key"
         case .peerNotAllowed(let key): return "peer key \(key) is not enrolled or was revoked"

@@ -207,14 +207,18 @@ final class EphemeralKeyPair {
     }
 
     private func sessionKeys(peer: [UInt8], client: Bool) throws(SodiumError) -> (rx: SecretBytes, tx: SecretBytes) {
-        guard peer.count == Int(crypto_kx_PUBLICKEYBYTES) else { throw SodiumError(operation: "crypto_kx: bad peer key") }
+        guard peer.count == Int(crypto_kx_PUBLICKEYBYTES) else {
+            throw SodiumError(operation: "crypto_kx: bad peer key")
+        }
         let rx = SecretBytes(count: Int(crypto_kx_SESSIONKEYBYTES))
         let tx = SecretBytes(count: Int(crypto_kx_SESSIONKEYBYTES))
         let rc =
             client
             ? crypto_kx_client_session_keys(rx.pointer, tx.pointer, publicKey, secret.pointer, peer)
             : crypto_kx_server_session_keys(rx.pointer, tx.pointer, publicKey, secret.pointer, peer)
-        guard rc == 0 else { throw SodiumError(operation: client ? "crypto_kx_client_session_keys" : "crypto_kx_server_session_keys") }
+        guard rc == 0 else {
+            throw SodiumError(operation: client ? "crypto_kx_client_session_keys" : "crypto_kx_server_session_keys")
+        }
         return (rx, tx)
     }
 }
@@ -263,7 +267,8 @@ final class SecretStreamPush {
 
     func push(_ message: [UInt8], final: Bool) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: message.count + SecretStreamPush.overhead)
-        let tag = final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+        let tag =
+            final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
         let rc = crypto_secretstream_xchacha20poly1305_push(
             state, &output, nil, message, UInt64(message.count), nil, 0, UInt8(tag))
         precondition(rc == 0, "crypto_secretstream_xchacha20poly1305_push failed")

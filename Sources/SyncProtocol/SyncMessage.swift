@@ -100,7 +100,8 @@ public enum SyncMessage: Sendable, Equatable {
         switch tag {
         case 1:
             self = .hello(
-                version: try reader.readUInt16(), node: NodeID(try reader.readUInt32()), feedWatermark: try reader.readUInt64())
+                version: try reader.readUInt16(), node: NodeID(try reader.readUInt32()),
+                feedWatermark: try reader.readUInt64())
         case 2:
             self = .welcome(version: try reader.readUInt16(), originHighWater: try reader.readUInt64())
         case 3:
@@ -129,7 +130,8 @@ public enum SyncMessage: Sendable, Equatable {
             guard let account = Account(rawValue: accountTag) else {
                 throw .unknownTag(field: "account", value: UInt64(accountTag))
             }
-            self = .rightsRequest(requestID: requestID, member: member, account: account, points: try reader.readUInt64())
+            self = .rightsRequest(
+                requestID: requestID, member: member, account: account, points: try reader.readUInt64())
         case 8:
             let requestID = try reader.readUInt32()
             let granted = try reader.readUInt64()
@@ -137,7 +139,9 @@ public enum SyncMessage: Sendable, Equatable {
             self = .rightsGrant(requestID: requestID, granted: granted, entry: entry)
         case 9:
             let raw = try reader.readUInt16()
-            guard let code = SyncErrorCode(rawValue: raw) else { throw .unknownTag(field: "error code", value: UInt64(raw)) }
+            guard let code = SyncErrorCode(rawValue: raw) else {
+                throw .unknownTag(field: "error code", value: UInt64(raw))
+            }
             self = .error(code: code, message: try reader.readString(field: "error message", limit: 4096))
         default:
             throw .unknownTag(field: "message", value: UInt64(tag))

@@ -55,7 +55,9 @@ extension Edge {
             guard SocketAddress(pos) != nil else { throw ValidationError("--pos must be HOST:PORT") }
             guard SocketAddress(hub) != nil else { throw ValidationError("--hub must be HOST:PORT") }
             guard PublicKey(hex: hubKey) != nil else { throw ValidationError("--hub-key must be 64 hex digits") }
-            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+            guard Logger.Level(rawValue: logLevel) != nil else {
+                throw ValidationError("unknown --log-level \(logLevel)")
+            }
         }
 
         func run() throws {
@@ -63,7 +65,8 @@ extension Edge {
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             logger[metadataKey: "node"] = "\(node)"
             var configuration = EdgeConfiguration(
-                node: NodeID(node), dataDirectory: data, keyFile: key, pos: SocketAddress(pos)!, hub: SocketAddress(hub)!,
+                node: NodeID(node), dataDirectory: data, keyFile: key, pos: SocketAddress(pos)!,
+                hub: SocketAddress(hub)!,
                 hubKey: PublicKey(hex: hubKey)!)
             configuration.syncIntervalMilliseconds = syncInterval
             configuration.allowance = allowance

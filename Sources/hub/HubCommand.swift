@@ -49,7 +49,9 @@ extension Hub {
 
         func validate() throws {
             guard SocketAddress(listen) != nil else { throw ValidationError("--listen must be HOST:PORT") }
-            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+            guard Logger.Level(rawValue: logLevel) != nil else {
+                throw ValidationError("unknown --log-level \(logLevel)")
+            }
         }
 
         func run() throws {
@@ -57,7 +59,8 @@ extension Hub {
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             dieWithParent()
             let hub = try HubNode(
-                configuration: HubConfiguration(dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!),
+                configuration: HubConfiguration(
+                    dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!),
                 logger: logger)
             hub.run()
         }
@@ -65,7 +68,8 @@ extension Hub {
 
     struct Store: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Enroll, revoke and list the stores allowed to sync.", subcommands: [Enroll.self, Revoke.self, List.self])
+            abstract: "Enroll, revoke and list the stores allowed to sync.",
+            subcommands: [Enroll.self, Revoke.self, List.self])
 
         struct Enroll: ParsableCommand {
             static let configuration = CommandConfiguration(
@@ -79,7 +83,9 @@ extension Hub {
             var publicKey: String
 
             func run() throws {
-                guard let key = PublicKey(hex: publicKey) else { throw ValidationError("--public-key must be 64 hex digits") }
+                guard let key = PublicKey(hex: publicKey) else {
+                    throw ValidationError("--public-key must be 64 hex digits")
+                }
                 let db = try options.openLedger()
                 let store = try HubLedger().enroll(db, name: name, partner: partner, key: key)
                 print(store.id.rawValue)
@@ -87,7 +93,8 @@ extension Hub {
         }
 
         struct Revoke: ParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Refuse a store's key from its next handshake on.")
+            static let configuration = CommandConfiguration(
+                abstract: "Refuse a store's key from its next handshake on.")
             @OptionGroup var options: DataOption
             @Option(help: "The store's name.")
             var name: String
@@ -105,7 +112,8 @@ extension Hub {
             func run() throws {
                 for store in try HubLedger().stores(try options.openLedger()) {
                     let line = JSONValue.object([
-                        "id": .int(Int64(store.id.rawValue)), "name": .string(store.name), "partner": .string(store.partner),
+                        "id": .int(Int64(store.id.rawValue)), "name": .string(store.name),
+                        "partner": .string(store.partner),
                         "publicKey": .string(store.publicKey.hex), "revoked": .bool(store.revoked),
                     ])
                     print(line.jsonLine)

@@ -1,0 +1,27 @@
+# Each target that builds runs the bootstrap first, so on a fresh machine it is the whole set-up.
+SWIFT ?= swift
+BIN := .build/debug
+
+.PHONY: bootstrap build demo test lint clean
+
+bootstrap:
+	@scripts/bootstrap
+
+build: bootstrap
+	$(SWIFT) build
+
+## make demo: a hub and two stores on loopback play the offline-sync scenario, narrated.
+demo: build
+	$(BIN)/simulate demo
+
+## make test: the whole test suite (unit, component and end-to-end against the real executables).
+test: bootstrap
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --parallel --num-workers 2
+
+## make lint: swift-format over sources, simulations and tests.
+lint:
+	$(SWIFT) format lint --recursive --strict Package.swift Sources Simulations Tests
+
+clean:
+	rm -rf .build

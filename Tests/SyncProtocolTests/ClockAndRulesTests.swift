@@ -1,0 +1,72 @@
+import Testing
+
+@testable import SyncProtocol
+
+@Suite struct HybridLogicalClockTests {
+    @Test func stampsNeverGoBackwardsWhenTheWallClockDoes() throws {
+        var clock = HybridLogicalClock()
+        let first = try clock.now(wall: 10_000)
+        let second = try clock.now(wall: 9_000)
+        let third = try clock.now(wall: 9_500)
+        #expect(first < second && second < third)
+        #expect(third.milliseconds == 10_000 && third.logical == 2)
+    }
+
+    @Test func observingARemoteStampOrdersLaterEventsAfterIt() throws {
+        var clock = HybridLogicalClock()
+        _ = try clock.now(wall: 1_000)
+        let remote = HLCTimestamp(milliseconds: 5_000, logical: 7)
+        try clock.observe(remote, wall: 1_100)
+        let next = try clock.now(wall: 1_200)
+        #expect(next > remote)
+    }
+
+    @Test func aRemoteStampTooFarAheadIsRefusedAndDoesNotDragTheClock() throws {
+        var clock = HybridLogicalClock(maxForwardDriftMilliseconds: 1_000)
+        _ = try clock.now(wall: 1_000)
+        let remote = HLCTimestamp(milliseconds: 100_000, logical: 0)
+        #expect(throws: ClockError.self) { try clock.observe(remote, wall: 1_000) }
+        #expect(clock.last.milliseconds == 1_000)
+    }
+
+    @Test func stampPacksFortyEightBitsOfMillisecondsAndSixteenLogical() {
+        let stamp = HLCTimestamp(milliseconds: 0xFFFF_FFFF_FFFF, logical: 0xABCD)
+        #expect(stamp.milliseconds == 0xFFFF_FFFF_FFFF)
+        #expect(stamp.logical == 0xABCD)
+    }
+}
+
+@Suite struct CardAndRulesTests {
+    @Test func validEAN13IsAccepted() throws {
+        #expect(try CardNumber("4600000000015").digits == "4600000000015")
+        #expect(try CardNumber("4006381333931").digits == "4006381333931")
+    }
+
+    @Test func wrongCheckDigitIsRefusedWithTheExpectedDigit() {
+        #expect(throws: CardError.badCheckDigit("4600000000017", expected: 5)) { try CardNumber("4600000000017") }
+        #expect(throws: CardError.notThirteenDigits("12345")) { try CardNumber("12345") }
+        #expect(throws: CardError.notThirteenDigits("46000000000a5")) { try CardNumber("46000000000a5") }
+    }
+
+    @Test func accrualAndRedemptionFollowThePartnerRules() {
+        let rules = PartnerRules(accrualBasisPoints: 500, minorUnitsPerPoint: 100, maxRedeemBasisPoints: 3000)
+        #expect(rules.pointsEarned(paidMinor: 200_000) == 100)
+        #expect(rules.pointsEarned(paidMinor: 1_999) == 0, "rounds down")
+        #expect(rules.maxRedeemablePoints(amountMinor: 100_000) == 300)
+        #expect(rules.paidMinor(amountMinor: 100_000, redeemedPoints: 40) == 96_000)
+        #expect(rules.paidMinor(amountMinor: 100, redeemedPoints: 40) == 0)
+    }
+
+    @Test func onePointPerHundredRoubles() {
+        // 1 point per 100 roubles: 1 % of the check at 1.00 per point.
+        let rules = PartnerRules(accrualBasisPoints: 100, minorUnitsPerPoint: 100)
+        #expect(rules.pointsEarned(paidMinor: 10_000) == 1)
+        #expect(rules.pointsEarned(paidMinor: 1_234_500) == 123)
+    }
+
+    @Test func hugeAmountsDoNotOverflow() {
+        let rules = PartnerRules(accrualBasisPoints: 10_000, minorUnitsPerPoint: 1)
+        #expect(rules.pointsEarned(paidMinor: UInt64.max) == UInt64.max)
+        #expect(mulDiv(UInt64.max, 3, 4) == UInt64.max / 4 * 3 + 2)
+    }
+}

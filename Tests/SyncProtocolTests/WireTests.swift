@@ -1,0 +1,81 @@
+import Testing
+
+@testable import SyncProtocol
+
+private let member = MemberID(origin: NodeID(1), serial: 7)
+
+private func sampleEntries() -> [LogEntry] {
+    let stamp = HLCTimestamp(milliseconds: 1_700_000_000_000, logical: 3)
+    return [
+        LogEntry(
+            origin: NodeID(1), sequence: 1, timestamp: stamp, idempotencyKey: "register/4600000000015",
+            operation: .registerMember(
+                MemberRecord(id: member, card: "4600000000015", phoneHash: [1, 2, 3], referrer: nil, registeredAt: stamp)),
+            effects: []),
+        LogEntry(
+            origin: NodeID(1), sequence: 2, timestamp: stamp, idempotencyKey: "1/r1",
+            operation: .purchase(
+                PurchaseRecord(
+                    member: member, lane: "1", receipt: "r1", amountMinor: 200_000, pointsEarned: 100, pointsRedeemed: 0)),
+            effects: [SlotWrite(member: member, account: .main, slot: .earned(NodeID(1)), value: 100)]),
+        LogEntry(
+            origin: .hub, sequence: 9, timestamp: stamp, idempotencyKey: "",
+            operation: .rightsMove(member: member, account: .promo, to: NodeID(2), points: 40),
+            effects: [SlotWrite(member: member, account: .promo, slot: .moved(.hub, NodeID(2)), value: 40)]),
+    ]
+}
+
+@Suite struct WireTests {
+    @Test func logEntriesRoundTrip() throws {
+        for entry in sampleEntries() {
+            #expect(try LogEntry(decoding: entry.encoded) == entry)
+        }
+    }
+
+    @Test func everySyncMessageRoundTrips() throws {
+        let entries = sampleEntries()
+        let messages: [SyncMessage] = [
+            .hello(version: 1, node: NodeID(3), feedWatermark: 99),
+            .welcome(version: 1, originHighWater: 12),
+            .push(entries),
+            .ack(upTo: 2),
+            .pull(after: 5, limit: 256),
+            .changes(entries: entries.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 10), entry: $0.element) }, upTo: 12, more: true),
+            .rightsRequest(requestID: 4, member: member, account: .main, points: 40),
+            .rightsGrant(requestID: 4, granted: 40, entry: entries[2]),
+            .rightsGrant(requestID: 5, granted: 0, entry: nil),
+            .error(code: .refusedEntry, message: "gap"),
+        ]
+        for message in messages {
+            #expect(try SyncMessage(decoding: message.encoded) == message)
+        }
+    }
+
+    @Test func everyTruncationOfAMessageIsRefused() {
+        let bytes = SyncMessage.push(sampleEntries()).encoded
+        for length in 0..<bytes.count {
+            #expect(throws: WireError.self) { try SyncMessage(decoding: Array(bytes[0..<length])) }
+        }
+    }
+
+    @Test func trailingBytesAndUnknownTagsAreRefused() {
+        #expect(throws: WireError.trailingBytes(count: 1)) { try SyncMessage(decoding: SyncMessage.ack(upTo: 1).encoded + [0]) }
+        #expect(throws: WireError.unknownTag(field: "message", value: 200)) { try SyncMessage(decoding: [200]) }
+    }
+
+    @Test func hugeCountsAreRefusedBeforeAllocating() {
+        var writer = ByteWriter()
+        writer.write(UInt8(3))
+        writer.write(UInt32.max)
+        #expect(throws: WireError.tooLarge(field: "push batch", count: Int(UInt32.max), limit: SyncMessage.maxBatch)) {
+            try SyncMessage(decoding: writer.bytes)
+        }
+    }
+
+    @Test func originBindingRefusesForeignSlots() {
+        var entry = sampleEntries()[1]
+        entry.effects = [SlotWrite(member: member, account: .main, slot: .earned(NodeID(2)), value: 100)]
+        #expect(throws: EntryError.foreignSlot(origin: NodeID(1), slotOwner: NodeID(2))) { try entry.validateOrigin() }
+        #expect(throws: Never.self) { try sampleEntries()[1].validateOrigin() }
+    }
+}

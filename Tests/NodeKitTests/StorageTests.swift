@@ -1,0 +1,142 @@
+import Foundation
+import SyncProtocol
+import Testing
+
+@testable import NodeKit
+
+func temporaryPath(_ name: String) -> String {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nodekit-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory.appendingPathComponent(name).path
+}
+
+@Suite struct SQLiteTests {
+    @Test func typedValuesRoundTrip() throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        try db.execute("CREATE TABLE t (i INTEGER, s TEXT, b BLOB, n INTEGER)")
+        try db.run("INSERT INTO t VALUES (?, ?, ?, ?)", [.uint(UInt64.max), "text", .blob([0, 1, 255]), nil])
+        let row = try #require(try db.query("SELECT i, s, b, n FROM t").first)
+        #expect(row.uint(0) == UInt64.max)
+        #expect(row.text(1) == "text")
+        #expect(row.blob(2) == [0, 1, 255])
+        #expect(row.isNull(3))
+    }
+
+    @Test func failuresCarryTheCodeAndTheStatement() throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        try db.run("INSERT INTO t VALUES (1)")
+        let error = try #require(throws: SQLiteError.self) { try db.run("INSERT INTO t VALUES (1)") }
+        #expect(error.isConstraintViolation)
+        #expect(error.sql == "INSERT INTO t VALUES (1)")
+        #expect(throws: SQLiteError.self) { try db.query("SELECT * FROM missing") }
+    }
+
+    @Test func durableSettingsAreWALAndFullSync() throws {
+        let db = try SQLiteConnection(path: temporaryPath("durable.sqlite"))
+        try db.configureDurable()
+        #expect(try db.query("PRAGMA journal_mode").first?.text(0) == "wal")
+        #expect(try db.scalar("PRAGMA synchronous") == 2)
+    }
+
+    @Test func migrationsRunOnceInOrderFromAnyEarlierVersion() throws {
+        let migrator = Migrator(steps: [
+            .init(version: 1, sql: "CREATE TABLE a (x INTEGER)"),
+            .init(version: 2, sql: "ALTER TABLE a ADD COLUMN y INTEGER"),
+            .init(version: 3, sql: "CREATE TABLE b (z INTEGER)"),
+        ])
+        for start: Int64 in 0...3 {
+            let db = try SQLiteConnection(path: ":memory:")
+            try migrator.migrate(db, upTo: start)
+            #expect(try db.userVersion == start)
+            try migrator.migrate(db)
+            try migrator.migrate(db)
+            #expect(try db.userVersion == 3)
+            try db.run("INSERT INTO a (x, y) VALUES (1, 2)")
+            try db.run("INSERT INTO b (z) VALUES (3)")
+        }
+    }
+
+    @Test func aDatabaseFromANewerBuildIsRefused() throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        try db.execute("PRAGMA user_version = 9")
+        #expect(throws: SQLiteError.self) { try Migrator(steps: [.init(version: 1, sql: "SELECT 1")]).migrate(db) }
+    }
+}
+
+@Suite struct DatabaseWriterTests {
+    @Test func concurrentJobsCommitTogetherAndAFailingJobRollsBackAlone() throws {
+        let path = temporaryPath("writer.sqlite")
+        let db = try SQLiteConnection(path: path)
+        try db.configureDurable()
+        try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        let loop = try EventLoop()
+        let writer = try DatabaseWriter(loop: loop, connection: db)
+        var succeeded = 0
+        var failed = 0
+        for key in 0..<200 {
+            writer.submit({ db in
+                try db.run("INSERT INTO t VALUES (?)", [.int(key)])
+                if key % 50 == 0 { throw HarnessFailure() }
+                return key
+            }) { result in
+                switch result {
+                case .success: succeeded += 1
+                case .failure: failed += 1
+                }
+                if succeeded + failed == 200 { loop.stop() }
+            }
+        }
+        loop.run()
+        let stats = writer.statistics
+        writer.close()
+        loop.shutdown()
+        #expect(succeeded == 196 && failed == 4)
+        #expect(stats.jobs == 200)
+        #expect(stats.transactions < 200, "group commit gathers jobs into fewer transactions")
+        let check = try SQLiteConnection(path: path)
+        #expect(try check.scalar("SELECT COUNT(*) FROM t") == 196)
+        #expect(try check.scalar("SELECT COUNT(*) FROM t WHERE k % 50 = 0") == 0)
+    }
+
+    struct HarnessFailure: Error {}
+}
+
+@Suite struct LineBufferTests {
+    @Test func splitsLinesAcrossChunksAndDropsCR() throws {
+        var buffer = LineBuffer()
+        #expect(try buffer.append(Array("{\"a\":".utf8)).isEmpty)
+        let lines = try buffer.append(Array("1}\r\n{}\npartial".utf8))
+        #expect(lines == [Array("{\"a\":1}".utf8), Array("{}".utf8)])
+    }
+
+    @Test func refusesAnOverlongLine() {
+        var buffer = LineBuffer(maxLineBytes: 16)
+        #expect(throws: LineBuffer.LineTooLong.self) { _ = try buffer.append([UInt8](repeating: 65, count: 17)) }
+    }
+}
+
+@Suite struct KeyFileTests {
+    @Test func keyFilesAreOwnerOnlyAndRoundTrip() throws {
+        let path = temporaryPath("node.key")
+        let pair = try KeyFile.generate(at: path)
+        let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        #expect(try KeyFile.load(from: path).publicKey == pair.publicKey)
+        #expect(throws: KeyFile.Failure.self) { _ = try KeyFile.generate(at: path) }
+    }
+
+    @Test func aKeyFileReadableByOthersIsRefused() throws {
+        let path = temporaryPath("open.key")
+        _ = try KeyFile.generate(at: path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        let error = try #require(throws: KeyFile.Failure.self) { _ = try KeyFile.load(from: path) }
+        #expect(error.description.contains("chmod 600"))
+    }
+
+    @Test func aTruncatedKeyFileIsRefused() throws {
+        let path = temporaryPath("short.key")
+        _ = FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]), attributes: [.posixPermissions: 0o600])
+        #expect(throws: KeyFile.Failure.self) { _ = try KeyFile.load(from: path) }
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import NodeKit
+import SyncProtocol
+import Testing
+
+@testable import EdgeNode
+
+private let card = "4600000000015"
+private let otherCard = "4006381333931"
+
+private func makeLedger(node: UInt32 = 1) throws -> (EdgeLedger, SQLiteConnection) {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("edge-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let db = try EdgeLedger.open(path: directory.appendingPathComponent("edge.sqlite").path)
+    var key = [UInt8](repeating: 7, count: 32)
+    let ledger = EdgeLedger(node: NodeID(node), rules: PartnerRules(), allowance: 0, phoneKey: SecretBytes(consuming: &key))
+    return (ledger, db)
+}
+
+private func purchase(_ amount: UInt64, redeem: UInt64 = 0, receipt: String, card: String = card) -> PurchaseRequest {
+    PurchaseRequest(card: card, amountMinor: amount, redeemPoints: redeem, lane: "1", receipt: receipt)
+}
+
+private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
+    guard case .completed(let receipt) = outcome else { throw PosError.storage("expected a completed purchase, got \(outcome)") }
+    return receipt
+}
+
+@Suite struct EdgeLedgerTests {
+    @Test func registerThenIdentifyByCardAndByPhone() throws {
+        let (ledger, db) = try makeLedger()
+        let member = try ledger.register(db, card: card, phone: "+4915112345678", referrer: nil)
+        #expect(try ledger.identify(db, card: card, phone: nil).id == member.id)
+        #expect(try ledger.identify(db, card: nil, phone: "+4915112345678").id == member.id)
+        // The phone number itself is never stored.
+        let stored = try db.query("SELECT phone_hash FROM members").first?.blob(0) ?? []
+        #expect(stored.count == 32 && !String(decoding: stored, as: UTF8.self).contains("4915112345678"))
+    }
+
+    @Test func badCardsAndPhonesAndDuplicatesGetClearErrors() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        #expect(throws: PosError.cardTaken(card)) { _ = try ledger.register(db, card: card, phone: nil, referrer: nil) }
+        let badDigit = try #require(throws: PosError.self) {
+            _ = try ledger.register(db, card: "4600000000017", phone: nil, referrer: nil)
+        }
+        #expect(badDigit.code == 1002)
+        #expect(throws: PosError.self) { _ = try ledger.register(db, card: otherCard, phone: "0151 123", referrer: nil) }
+        #expect(throws: PosError.unknownMember("card \(otherCard)")) { _ = try ledger.identify(db, card: otherCard, phone: nil) }
+        let unknownReferrer = try #require(throws: PosError.self) {
+            _ = try ledger.register(db, card: otherCard, phone: nil, referrer: "00000000deadbeef")
+        }
+        #expect(unknownReferrer.code == 1001)
+    }
+
+    @Test func aPurchaseEarnsPointsAndIsWrittenToTheLog() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        let receipt = try completed(try ledger.purchase(db, purchase(200_000, receipt: "r1")))
+        #expect(receipt.pointsEarned == 100 && receipt.balance == 100 && !receipt.replayed)
+        #expect(try ledger.status(db).lastSequence == 2)
+    }
+
+    @Test func aRetriedReceiptIsAnsweredFromTheLogAndNotAppliedTwice() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        let first = try completed(try ledger.purchase(db, purchase(200_000, receipt: "r1")))
+        let again = try completed(try ledger.purchase(db, purchase(200_000, receipt: "r1")))
+        #expect(again.replayed && again.sequence == first.sequence && again.balance == 100)
+        #expect(throws: PosError.receiptConflict("1/r1")) { _ = try ledger.purchase(db, purchase(300_000, receipt: "r1")) }
+    }
+
+    @Test func redemptionIsBoundedByTheRightsHeldHere() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"))
+        let outcome = try ledger.purchase(db, purchase(100_000, redeem: 150, receipt: "r2"))
+        #expect(outcome == .needsRights(member: MemberID(origin: NodeID(1), serial: 1), shortfall: 50, redeemable: 100))
+        let receipt = try completed(try ledger.purchase(db, purchase(100_000, redeem: 100, receipt: "r3")))
+        #expect(receipt.pointsRedeemed == 100 && receipt.paidMinor == 90_000 && receipt.pointsEarned == 45)
+        #expect(receipt.balance == 45)
+    }
+
+    @Test func amountsOutOfRangeAndRedemptionsAboveTheCapAreRefused() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        #expect(throws: PosError.self) { _ = try ledger.purchase(db, purchase(0, receipt: "z")) }
+        #expect(throws: PosError.self) { _ = try ledger.purchase(db, purchase(UInt64.max, receipt: "big")) }
+        #expect(throws: PosError.redeemAboveLimit(requested: 301, limit: 300)) {
+            _ = try ledger.purchase(db, purchase(100_000, redeem: 301, receipt: "cap"))
+        }
+        #expect(throws: PosError.unknownMember("card \(otherCard)")) {
+            _ = try ledger.purchase(db, purchase(1_000, receipt: "u", card: otherCard))
+        }
+        #expect(try ledger.status(db).lastSequence == 1, "nothing refused was logged")
+    }
+
+    @Test func pushHandsHeldRightsToTheHubAndReturnsTheMissingEntries() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"))
+        let entries = try ledger.preparePush(db, after: 0, limit: 100)
+        #expect(entries.map(\.sequence) == [1, 2, 3])
+        guard case .rightsMove(_, .main, .hub, 100) = entries[2].operation else {
+            Issue.record("expected a rights move to the hub, got \(entries[2].operation)")
+            return
+        }
+        #expect(try ledger.identify(db, card: card, phone: nil).redeemable == 0)
+        #expect(try ledger.preparePush(db, after: 3, limit: 100).isEmpty, "no second release")
+        #expect(try ledger.preparePush(db, after: 1, limit: 1).map(\.sequence) == [2], "batches are bounded")
+    }
+
+    @Test func feedEntriesApplyOnceAndAGapIsRefused() throws {
+        let (storeA, dbA) = try makeLedger(node: 1)
+        _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)
+        _ = try storeA.purchase(dbA, purchase(200_000, receipt: "r1"))
+        let entries = try storeA.preparePush(dbA, after: 0, limit: 100)
+        let feed = entries.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 1), entry: $0.element) }
+
+        let (storeB, dbB) = try makeLedger(node: 2)
+        #expect(throws: EntryError.gap(origin: NodeID(1), expected: 1, got: 2)) {
+            try storeB.applyFeed(dbB, Array(feed[1...]), upTo: 3)
+        }
+        try storeB.applyFeed(dbB, feed, upTo: 3)
+        try storeB.applyFeed(dbB, feed, upTo: 3)
+        let seen = try storeB.identify(dbB, card: card, phone: nil)
+        #expect(seen.balance == 100 && seen.redeemable == 0)
+        #expect(try storeB.status(dbB).feedWatermark == 3)
+    }
+
+    @Test func aFeedEntryWritingAnotherNodesSlotIsRefused() throws {
+        let (ledger, db) = try makeLedger(node: 2)
+        let member = MemberID(origin: NodeID(1), serial: 1)
+        let forged = LogEntry(
+            origin: NodeID(1), sequence: 1, timestamp: HLCTimestamp(rawValue: 1), idempotencyKey: "",
+            operation: .rightsMove(member: member, account: .main, to: NodeID(1), points: 10),
+            effects: [SlotWrite(member: member, account: .main, slot: .moved(.hub, NodeID(1)), value: 1_000)])
+        #expect(throws: EntryError.foreignSlot(origin: NodeID(1), slotOwner: .hub)) {
+            try ledger.applyFeed(db, [FeedEntry(feedSequence: 1, entry: forged)], upTo: 1)
+        }
+    }
+
+    @Test func aGrantAppliedWithThePurchaseCoversTheShortfall() throws {
+        let (ledger, db) = try makeLedger(node: 2)
+        let (storeA, dbA) = try makeLedger(node: 1)
+        _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)
+        _ = try storeA.purchase(dbA, purchase(200_000, receipt: "r1"))
+        let entries = try storeA.preparePush(dbA, after: 0, limit: 100)
+        try ledger.applyFeed(
+            db, entries.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 1), entry: $0.element) }, upTo: 3)
+        let member = MemberID(origin: NodeID(1), serial: 1)
+        let grant = [SlotWrite(member: member, account: .main, slot: .moved(.hub, NodeID(2)), value: 40)]
+        let receipt = try completed(try ledger.purchase(db, purchase(100_000, redeem: 40, receipt: "b1"), grant: grant))
+        #expect(receipt.pointsRedeemed == 40 && receipt.balance == 108)
+    }
+}

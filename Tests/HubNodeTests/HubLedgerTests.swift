@@ -1,0 +1,100 @@
+import Foundation
+import NodeKit
+import SyncProtocol
+import Testing
+
+@testable import HubNode
+
+private let storeA = NodeID(1)
+private let storeB = NodeID(2)
+private let member = MemberID(origin: storeA, serial: 1)
+
+private func openHub() throws -> SQLiteConnection {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hub-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return try HubLedger.open(path: directory.appendingPathComponent("hub.sqlite").path)
+}
+
+private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, moveToHub: UInt64? = nil) -> LogEntry {
+    var effects: [SlotWrite] = []
+    var operation = Operation.registerMember(
+        MemberRecord(id: member, card: "4600000000015", phoneHash: [], referrer: nil, registeredAt: HLCTimestamp(rawValue: 1)))
+    if let earned {
+        effects.append(SlotWrite(member: member, account: .main, slot: .earned(origin), value: earned))
+        operation = .purchase(
+            PurchaseRecord(member: member, lane: "1", receipt: "r\(sequence)", amountMinor: earned * 2000, pointsEarned: earned, pointsRedeemed: 0))
+    }
+    if let moveToHub {
+        effects.append(SlotWrite(member: member, account: .main, slot: .moved(origin, .hub), value: moveToHub))
+        operation = .rightsMove(member: member, account: .main, to: .hub, points: moveToHub)
+    }
+    return LogEntry(
+        origin: origin, sequence: sequence, timestamp: HLCTimestamp(rawValue: sequence), idempotencyKey: "",
+        operation: operation, effects: effects)
+}
+
+@Suite struct HubLedgerTests {
+    let ledger = HubLedger()
+
+    @Test func storesAreEnrolledOnceAndRevokedStoresAreNotFound() throws {
+        let db = try openHub()
+        let key = SigningKeyPair.generate().publicKey
+        let store = try ledger.enroll(db, name: "A", partner: "grocer", key: key)
+        #expect(store.id == NodeID(1))
+        #expect(throws: HubError.self) { _ = try ledger.enroll(db, name: "A2", partner: "grocer", key: key) }
+        #expect(throws: HubError.self) {
+            _ = try ledger.enroll(db, name: "A", partner: "grocer", key: SigningKeyPair.generate().publicKey)
+        }
+        #expect(try ledger.store(db, key: key)?.name == "A")
+        _ = try ledger.revoke(db, name: "A")
+        #expect(try ledger.store(db, key: key) == nil)
+        #expect(throws: HubError.self) { _ = try ledger.revoke(db, name: "nobody") }
+    }
+
+    @Test func mergingTheSamePushTwiceChangesNothing() throws {
+        let db = try openHub()
+        let push = [entry(storeA, 1), entry(storeA, 2, earned: 100)]
+        #expect(try ledger.merge(db, from: storeA, entries: push) == 2)
+        #expect(try ledger.merge(db, from: storeA, entries: push) == 2)
+        #expect(try db.scalar("SELECT COUNT(*) FROM entries") == 2)
+        #expect(try ledger.member(db, card: "4600000000015")?.balance == 100)
+    }
+
+    @Test func aGapOrAForeignOriginIsRefusedAndNothingIsMerged() throws {
+        let db = try openHub()
+        #expect(throws: MergeError.refused(.gap(origin: storeA, expected: 1, got: 2))) {
+            _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 2)])
+        }
+        #expect(throws: MergeError.refused(.wrongOrigin(claimed: storeB, authenticated: storeA))) {
+            _ = try ledger.merge(db, from: storeA, entries: [entry(storeB, 1)])
+        }
+        var forged = entry(storeA, 1, earned: 10)
+        forged.effects.append(SlotWrite(member: member, account: .main, slot: .earned(storeB), value: 999))
+        #expect(throws: MergeError.refused(.foreignSlot(origin: storeA, slotOwner: storeB))) {
+            _ = try ledger.merge(db, from: storeA, entries: [forged])
+        }
+    }
+
+    @Test func theFeedSkipsTheAskersOwnEntriesButMovesItsWatermarkPast() throws {
+        let db = try openHub()
+        _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 1), entry(storeA, 2, earned: 100)])
+        let forA = try ledger.feed(db, after: 0, limit: 10, excluding: storeA)
+        #expect(forA.entries.isEmpty && forA.upTo == 2 && !forA.more)
+        let forB = try ledger.feed(db, after: 0, limit: 1, excluding: storeB)
+        #expect(forB.entries.map(\.entry.sequence) == [1] && forB.upTo == 1 && forB.more)
+    }
+
+    @Test func rightsAreGrantedOnlyFromWhatTheHubHolds() throws {
+        let db = try openHub()
+        _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 1), entry(storeA, 2, earned: 100)])
+        #expect(try ledger.grant(db, member: member, account: .main, to: storeB, points: 40).granted == 0)
+        _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 3, moveToHub: 100)])
+        let first = try ledger.grant(db, member: member, account: .main, to: storeB, points: 40)
+        #expect(first.granted == 40 && first.entry?.origin == .hub && first.entry?.sequence == 1)
+        let second = try ledger.grant(db, member: member, account: .main, to: storeB, points: 100)
+        #expect(second.granted == 60)
+        #expect(try ledger.grant(db, member: member, account: .main, to: storeB, points: 1).granted == 0)
+        let counter = try ledger.counter(db, member: member, account: .main)
+        #expect(counter.rights(storeB) == 100 && counter.rights(.hub) == 0 && counter.balance == 100)
+    }
+}

@@ -31,6 +31,8 @@ public final class LocalCluster: @unchecked Sendable {
     private var hubKey = ""
     private var hubPort: UInt16 = 0
     public private(set) var stores: [String: StoreHandle] = [:]
+    private var storeProcesses: [String: Process] = [:]
+    private var storeArguments: [String: [String]] = [:]
     public var syncIntervalMilliseconds = 200
 
     public init(binaries: URL, workDirectory: URL) throws {
@@ -142,13 +144,13 @@ public final class LocalCluster: @unchecked Sendable {
             log: "relay-\(name).log")
         try waitForPort(relayPort, what: "relay for \(name)")
         let posPort = try Self.freePort()
-        try launch(
-            "edge",
-            [
-                "run", "--node", "\(id)", "--data", workDirectory.appendingPathComponent(name).path, "--key", keyPath,
-                "--pos", "127.0.0.1:\(posPort)", "--hub", "127.0.0.1:\(relayPort)", "--hub-key", hubKey,
-                "--sync-interval-ms", "\(syncIntervalMilliseconds)",
-            ], log: "\(name).log")
+        let arguments = [
+            "run", "--node", "\(id)", "--data", workDirectory.appendingPathComponent(name).path, "--key", keyPath,
+            "--pos", "127.0.0.1:\(posPort)", "--hub", "127.0.0.1:\(relayPort)", "--hub-key", hubKey,
+            "--sync-interval-ms", "\(syncIntervalMilliseconds)",
+        ]
+        storeArguments[name] = arguments
+        storeProcesses[name] = try launch("edge", arguments, log: "\(name).log")
         try waitForPort(posPort, what: "store \(name)")
         let handle = StoreHandle(
             name: name, id: id, pos: SocketAddress(host: "127.0.0.1", port: posPort), relayPID: relay.processIdentifier)
@@ -165,6 +167,33 @@ public final class LocalCluster: @unchecked Sendable {
     public func hubBalance(card: String) throws -> Int64? {
         guard let line = try? runTool("hub", ["member", "--data", hubData, "--card", card]) else { return nil }
         return try JSONValue.parse(Array(line.utf8))["balance"]?.intValue
+    }
+
+    /// Kills the store's process with SIGKILL: no shutdown, no flush, like a power cut.
+    public func kill9(_ store: String) throws {
+        guard let process = storeProcesses[store] else { throw HarnessError("no store \(store)") }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Starts a stopped store again on the same data directory and POS port.
+    public func restartStore(_ store: String) throws {
+        guard let arguments = storeArguments[store], let handle = stores[store] else {
+            throw HarnessError("no store \(store)")
+        }
+        if let old = storeProcesses[store], old.isRunning { throw HarnessError("store \(store) is still running") }
+        storeProcesses[store] = try launch("edge", arguments, log: "\(store)-restarted.log")
+        try waitForPort(handle.pos.port, what: "store \(store) after restart")
+    }
+
+    /// Revokes the store's key at the hub.
+    public func revoke(_ store: String) throws {
+        _ = try runTool("hub", ["store", "revoke", "--data", hubData, "--name", store])
+    }
+
+    /// The hub's log so far (for checking what it reported).
+    public func hubLog() -> String {
+        (try? String(contentsOf: workDirectory.appendingPathComponent("hub.log"), encoding: .utf8)) ?? ""
     }
 
     /// Cuts the store's link to the hub (its relay drops and refuses connections).

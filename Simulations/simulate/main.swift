@@ -79,10 +79,11 @@ extension Simulate {
             guard let listenAddress = SocketAddress(listen), let target = SocketAddress(to) else {
                 throw ValidationError("addresses must be HOST:PORT")
             }
-            dieWithParent()
+            prepareProcessSignals()
             let loop = try EventLoop()
             let relay = try TCPRelay(loop: loop, listen: listenAddress, target: target)
             var watchers: [SignalWatcher] = []
+            var parentWatch: LoopTimer?
             watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR1) { relay.cut() })
             watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR2) { relay.restore() })
             for sig in [SIGINT, SIGTERM] {
@@ -93,7 +94,15 @@ extension Simulate {
                         loop.stop()
                     })
             }
+            if shouldWatchParent {
+                parentWatch = try watchParent(loop: loop) {
+                    relay.close()
+                    for watcher in watchers { watcher.close() }
+                    loop.stop()
+                }
+            }
             loop.run()
+            _ = parentWatch
             loop.shutdown()
         }
     }

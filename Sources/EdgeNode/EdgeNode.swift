@@ -39,6 +39,7 @@ public final class EdgeNode {
     private let listener: TCPListener
     private var connections: [ObjectIdentifier: TCPStream] = [:]
     private var signals: [SignalWatcher] = []
+    private var parentWatch: LoopTimer?
     private let logger: Logger
     /// The POS port actually bound.
     public private(set) var posPort: UInt16 = 0
@@ -99,6 +100,11 @@ public final class EdgeNode {
         do { try stream.startReading() } catch { stream.close() }
     }
 
+    /// Shuts down when the process that started this node exits (used by test harnesses).
+    public func stopWhenParentExits() throws {
+        parentWatch = try watchParent(loop: loop) { [unowned self] in self.shutdown() }
+    }
+
     /// Runs the loop until SIGINT or SIGTERM.
     public func run() {
         loop.run()
@@ -113,6 +119,7 @@ public final class EdgeNode {
         uplink.stop()
         writer.close()
         for signal in signals { signal.close() }
+        parentWatch?.close()
         loop.stop()
     }
 }

@@ -207,7 +207,7 @@ enum Params {
             guard value >= 0 else { throw PosError.invalidAmount("'\(name)' must not be negative") }
             return UInt64(value)
         case .double?:
-            throw PosError.invalidAmount("'\(name)' must be a whole number (minor units or whole points)")
+            throw PosError.invalidAmount("'\(name)' must be a whole number (minor units or whole points) in range")
         default: throw PosError.invalidParams("'\(name)' must be an integer")
         }
     }

@@ -30,6 +30,7 @@ public final class HubNode {
     private let configuration: HubConfiguration
     private var sessions: [ObjectIdentifier: StoreSession] = [:]
     private var signals: [SignalWatcher] = []
+    private var parentWatch: LoopTimer?
     private let logger: Logger
     public private(set) var port: UInt16 = 0
 
@@ -61,6 +62,11 @@ public final class HubNode {
         session.start()
     }
 
+    /// Shuts down when the process that started the hub exits (used by test harnesses).
+    public func stopWhenParentExits() throws {
+        parentWatch = try watchParent(loop: loop) { [unowned self] in self.shutdown() }
+    }
+
     public func run() {
         loop.run()
         loop.shutdown()
@@ -72,6 +78,7 @@ public final class HubNode {
         for session in sessions.values { session.finish(reason: "hub shutting down", orderly: true) }
         writer.close()
         for signal in signals { signal.close() }
+        parentWatch?.close()
         loop.stop()
     }
 }

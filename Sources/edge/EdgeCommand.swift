@@ -70,8 +70,9 @@ extension Edge {
                 hubKey: PublicKey(hex: hubKey)!)
             configuration.syncIntervalMilliseconds = syncInterval
             configuration.allowance = allowance
-            dieWithParent()
+            prepareProcessSignals()
             let edge = try EdgeNode(configuration: configuration, logger: logger)
+            if shouldWatchParent { try edge.stopWhenParentExits() }
             edge.run()
         }
     }

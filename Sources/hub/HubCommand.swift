@@ -57,11 +57,12 @@ extension Hub {
         func run() throws {
             var logger = Logger(label: "hub")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            dieWithParent()
+            prepareProcessSignals()
             let hub = try HubNode(
                 configuration: HubConfiguration(
                     dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!),
                 logger: logger)
+            if shouldWatchParent { try hub.stopWhenParentExits() }
             hub.run()
         }
     }

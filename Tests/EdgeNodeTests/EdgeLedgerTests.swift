@@ -13,7 +13,8 @@ private func makeLedger(node: UInt32 = 1) throws -> (EdgeLedger, SQLiteConnectio
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     let db = try EdgeLedger.open(path: directory.appendingPathComponent("edge.sqlite").path)
     var key = [UInt8](repeating: 7, count: 32)
-    let ledger = EdgeLedger(node: NodeID(node), rules: PartnerRules(), allowance: 0, phoneKey: SecretBytes(consuming: &key))
+    let ledger = EdgeLedger(
+        node: NodeID(node), rules: PartnerRules(), allowance: 0, phoneKey: SecretBytes(consuming: &key))
     return (ledger, db)
 }
 
@@ -22,7 +23,9 @@ private func purchase(_ amount: UInt64, redeem: UInt64 = 0, receipt: String, car
 }
 
 private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
-    guard case .completed(let receipt) = outcome else { throw PosError.storage("expected a completed purchase, got \(outcome)") }
+    guard case .completed(let receipt) = outcome else {
+        throw PosError.storage("expected a completed purchase, got \(outcome)")
+    }
     return receipt
 }
 
@@ -45,8 +48,12 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
             _ = try ledger.register(db, card: "4600000000017", phone: nil, referrer: nil)
         }
         #expect(badDigit.code == 1002)
-        #expect(throws: PosError.self) { _ = try ledger.register(db, card: otherCard, phone: "0151 123", referrer: nil) }
-        #expect(throws: PosError.unknownMember("card \(otherCard)")) { _ = try ledger.identify(db, card: otherCard, phone: nil) }
+        #expect(throws: PosError.self) {
+            _ = try ledger.register(db, card: otherCard, phone: "0151 123", referrer: nil)
+        }
+        #expect(throws: PosError.unknownMember("card \(otherCard)")) {
+            _ = try ledger.identify(db, card: otherCard, phone: nil)
+        }
         let unknownReferrer = try #require(throws: PosError.self) {
             _ = try ledger.register(db, card: otherCard, phone: nil, referrer: "00000000deadbeef")
         }
@@ -67,7 +74,9 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         let first = try completed(try ledger.purchase(db, purchase(200_000, receipt: "r1")))
         let again = try completed(try ledger.purchase(db, purchase(200_000, receipt: "r1")))
         #expect(again.replayed && again.sequence == first.sequence && again.balance == 100)
-        #expect(throws: PosError.receiptConflict("1/r1")) { _ = try ledger.purchase(db, purchase(300_000, receipt: "r1")) }
+        #expect(throws: PosError.receiptConflict("1/r1")) {
+            _ = try ledger.purchase(db, purchase(300_000, receipt: "r1"))
+        }
     }
 
     @Test func redemptionIsBoundedByTheRightsHeldHere() throws {

@@ -18,11 +18,14 @@ private func openHub() throws -> SQLiteConnection {
 private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, moveToHub: UInt64? = nil) -> LogEntry {
     var effects: [SlotWrite] = []
     var operation = Operation.registerMember(
-        MemberRecord(id: member, card: "4600000000015", phoneHash: [], referrer: nil, registeredAt: HLCTimestamp(rawValue: 1)))
+        MemberRecord(
+            id: member, card: "4600000000015", phoneHash: [], referrer: nil, registeredAt: HLCTimestamp(rawValue: 1)))
     if let earned {
         effects.append(SlotWrite(member: member, account: .main, slot: .earned(origin), value: earned))
         operation = .purchase(
-            PurchaseRecord(member: member, lane: "1", receipt: "r\(sequence)", amountMinor: earned * 2000, pointsEarned: earned, pointsRedeemed: 0))
+            PurchaseRecord(
+                member: member, lane: "1", receipt: "r\(sequence)", amountMinor: earned * 2000, pointsEarned: earned,
+                pointsRedeemed: 0))
     }
     if let moveToHub {
         effects.append(SlotWrite(member: member, account: .main, slot: .moved(origin, .hub), value: moveToHub))

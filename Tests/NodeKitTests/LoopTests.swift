@@ -18,7 +18,8 @@ import Testing
         let answer = Answer()
         let client = Thread {
             defer { signal.wake() }
-            guard let connection = try? BlockingLineClient(connectTo: SocketAddress(host: "127.0.0.1", port: port)) else {
+            guard let connection = try? BlockingLineClient(connectTo: SocketAddress(host: "127.0.0.1", port: port))
+            else {
                 return
             }
             try? connection.send(line: "ping")

@@ -136,7 +136,8 @@ func temporaryPath(_ name: String) -> String {
 
     @Test func aTruncatedKeyFileIsRefused() throws {
         let path = temporaryPath("short.key")
-        _ = FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(
+            atPath: path, contents: Data([1, 2, 3]), attributes: [.posixPermissions: 0o600])
         #expect(throws: KeyFile.Failure.self) { _ = try KeyFile.load(from: path) }
     }
 }

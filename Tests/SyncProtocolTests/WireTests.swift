@@ -10,13 +10,15 @@ private func sampleEntries() -> [LogEntry] {
         LogEntry(
             origin: NodeID(1), sequence: 1, timestamp: stamp, idempotencyKey: "register/4600000000015",
             operation: .registerMember(
-                MemberRecord(id: member, card: "4600000000015", phoneHash: [1, 2, 3], referrer: nil, registeredAt: stamp)),
+                MemberRecord(
+                    id: member, card: "4600000000015", phoneHash: [1, 2, 3], referrer: nil, registeredAt: stamp)),
             effects: []),
         LogEntry(
             origin: NodeID(1), sequence: 2, timestamp: stamp, idempotencyKey: "1/r1",
             operation: .purchase(
                 PurchaseRecord(
-                    member: member, lane: "1", receipt: "r1", amountMinor: 200_000, pointsEarned: 100, pointsRedeemed: 0)),
+                    member: member, lane: "1", receipt: "r1", amountMinor: 200_000, pointsEarned: 100, pointsRedeemed: 0
+                )),
             effects: [SlotWrite(member: member, account: .main, slot: .earned(NodeID(1)), value: 100)]),
         LogEntry(
             origin: .hub, sequence: 9, timestamp: stamp, idempotencyKey: "",
@@ -40,7 +42,10 @@ private func sampleEntries() -> [LogEntry] {
             .push(entries),
             .ack(upTo: 2),
             .pull(after: 5, limit: 256),
-            .changes(entries: entries.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 10), entry: $0.element) }, upTo: 12, more: true),
+            .changes(
+                entries: entries.enumerated().map {
+                    FeedEntry(feedSequence: UInt64($0.offset + 10), entry: $0.element)
+                }, upTo: 12, more: true),
             .rightsRequest(requestID: 4, member: member, account: .main, points: 40),
             .rightsGrant(requestID: 4, granted: 40, entry: entries[2]),
             .rightsGrant(requestID: 5, granted: 0, entry: nil),
@@ -59,7 +64,9 @@ private func sampleEntries() -> [LogEntry] {
     }
 
     @Test func trailingBytesAndUnknownTagsAreRefused() {
-        #expect(throws: WireError.trailingBytes(count: 1)) { try SyncMessage(decoding: SyncMessage.ack(upTo: 1).encoded + [0]) }
+        #expect(throws: WireError.trailingBytes(count: 1)) {
+            try SyncMessage(decoding: SyncMessage.ack(upTo: 1).encoded + [0])
+        }
         #expect(throws: WireError.unknownTag(field: "message", value: 200)) { try SyncMessage(decoding: [200]) }
     }
 

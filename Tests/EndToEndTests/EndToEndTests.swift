@@ -1,0 +1,110 @@
+import EdgeNode
+import Foundation
+import Harness
+import NodeKit
+import Testing
+
+/// A fresh cluster of real processes in its own temporary directory, stopped afterwards.
+private func withCluster<T>(_ body: (LocalCluster) throws -> T) throws -> T {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)")
+    let cluster = try LocalCluster(binaries: LocalCluster.locateBinaries(), workDirectory: directory)
+    defer {
+        cluster.stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+    return try body(cluster)
+}
+
+@Suite(.serialized) struct EndToEndTests {
+    /// The walkthrough against the real executables: every balance asserted, A, B and the
+    /// hub converged on the same figure after B's outage.
+    @Test func aSaleAtOneStoreSyncsAndConvergesAcrossAnOutage() throws {
+        var transcript: [String] = []
+        let outcome = try withCluster { cluster in try Walkthrough.run(cluster) { transcript.append($0) } }
+        #expect(outcome.expectedBalance == 142)
+        #expect(outcome.balances == ["A": 142, "B": 142, "hub": 142])
+        #expect(transcript.contains { $0.contains("redeeming 100 refused") })
+    }
+
+    @Test func badPosInputGetsClearErrorsAndTheNodeKeepsServing() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            let store = try cluster.addStore(name: "A", partner: "grocer")
+            let pos = try cluster.pos("A")
+            func code(_ line: String) throws -> Int64? {
+                try JSONValue.parse(Array(pos.raw(line).utf8))["error"]?["code"]?.intValue
+            }
+            #expect(try code("this is not json") == -32700)
+            #expect(try code(#"{"jsonrpc":"1.0","id":1,"method":"node.status"}"#) == -32600)
+            #expect(try code(#"{"jsonrpc":"2.0","id":1,"method":"no.such.method"}"#) == -32601)
+            #expect(try code(#"{"jsonrpc":"2.0","id":1,"method":"checkout.purchase","params":[]}"#) == -32602)
+            #expect(
+                try code(#"{"jsonrpc":"2.0","id":1,"method":"checkout.purchase","params":{"card":"4600000000015"}}"#)
+                    == -32602)
+            #expect(
+                try code(#"{"jsonrpc":"2.0","id":1,"method":"member.register","params":{"card":"4600000000017"}}"#)
+                    == 1002)
+            #expect(
+                try code(#"{"jsonrpc":"2.0","id":1,"method":"member.identify","params":{"card":"4006381333931"}}"#)
+                    == 1001)
+            _ = try pos.call("member.register", ["card": "4600000000015"])
+            let purchase =
+                #"{"jsonrpc":"2.0","id":1,"method":"checkout.purchase","params":{"card":"4600000000015","lane":"1","receipt":"x","amount":"#
+            #expect(try code(purchase + "12.5}}") == 1006)
+            #expect(try code(purchase + "-5}}") == 1006)
+            #expect(try code(purchase + "99999999999999999999}}") == 1006)
+            #expect(try code(purchase + "1000000000001}}") == 1006)
+            #expect(try code(#"{"jsonrpc":"2.0","id":1,"method":"promo.activate","params":{}}"#) != nil)
+            // An over-long line is refused and that connection closed; the node keeps serving others.
+            let flood = try PosClient(address: store.pos)
+            let answer = try? flood.raw(String(repeating: "x", count: 70_000))
+            #expect(answer?.contains("-32600") ?? true)
+            let status = try PosClient(address: store.pos).call("node.status")
+            #expect(status["node"] == .int(Int64(store.id)))
+            #expect(status["lastSequence"] == 1, "only the one valid registration was logged")
+        }
+    }
+
+    @Test func anAcknowledgedPurchaseSurvivesKillNine() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            try cluster.addStore(name: "A", partner: "grocer")
+            try cluster.cut("A")  // keep it offline: the replica alone must hold the sale
+            let pos = try cluster.pos("A")
+            _ = try pos.call("member.register", ["card": "4600000000015"])
+            for index in 0..<20 {
+                _ = try pos.call(
+                    "checkout.purchase",
+                    ["card": "4600000000015", "amount": 20_000, "lane": "1", "receipt": .string("k\(index)")])
+            }
+            try cluster.kill9("A")
+            try cluster.restartStore("A")
+            let after = try cluster.pos("A").call("account.balance", ["card": "4600000000015"])
+            #expect(after["balance"] == 200)
+            try cluster.restore("A")
+            try cluster.wait(upTo: 20, for: "the hub to receive the sales after the restart") {
+                try cluster.hubBalance(card: "4600000000015") == 200
+            }
+        }
+    }
+
+    @Test func aRevokedStoreCannotSync() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            try cluster.addStore(name: "A", partner: "grocer")
+            let pos = try cluster.pos("A")
+            try cluster.wait(upTo: 15, for: "store A online") { try pos.call("node.status")["online"] == .bool(true) }
+            try cluster.revoke("A")
+            try cluster.cut("A")
+            try cluster.restore("A")
+            try cluster.wait(upTo: 15, for: "the hub to refuse the revoked key") {
+                cluster.hubLog().contains("refused store key")
+            }
+            #expect(try pos.call("node.status")["online"] == .bool(false))
+            // The store still sells offline; nothing reaches the hub.
+            _ = try pos.call("member.register", ["card": "4600000000015"])
+            usleep(500_000)
+            #expect(try cluster.hubBalance(card: "4600000000015") == nil)
+        }
+    }
+}

@@ -102,19 +102,7 @@ public struct EdgeLedger: Sendable {
     // MARK: Reading
 
     func counter(_ db: SQLiteConnection, member: MemberID, account: Account) throws -> EscrowCounter {
-        var counter = EscrowCounter()
-        for row in try db.query(
-            "SELECT kind, from_node, to_node, value FROM slots WHERE member = ? AND account = ?",
-            [.uint(member.rawValue), .int(Int(account.rawValue))])
-        {
-            guard let kind = SlotKind(rawValue: UInt8(truncatingIfNeeded: row.int(0))) else { continue }
-            counter.apply(
-                SlotKey(
-                    kind: kind, from: NodeID(UInt32(truncatingIfNeeded: row.int(1))),
-                    to: NodeID(UInt32(truncatingIfNeeded: row.int(2)))),
-                row.uint(3))
-        }
-        return counter
+        try CounterSlots.load(db, member: member, account: account)
     }
 
     func view(_ db: SQLiteConnection, member: MemberID, card: String) throws -> MemberView {
@@ -180,28 +168,11 @@ public struct EdgeLedger: Sendable {
     }
 
     func applyEffects(_ db: SQLiteConnection, _ effects: [SlotWrite]) throws {
-        for effect in effects {
-            try db.run(
-                """
-                INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES(?, ?, ?, ?, ?, ?)
-                ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(value, excluded.value)
-                """,
-                [
-                    .uint(effect.member.rawValue), .int(Int(effect.account.rawValue)),
-                    .int(Int(effect.slot.kind.rawValue)),
-                    .int(Int(effect.slot.from.rawValue)), .int(Int(effect.slot.to.rawValue)), .uint(effect.value),
-                ])
-        }
+        try CounterSlots.apply(db, effects)
     }
 
     func applyMember(_ db: SQLiteConnection, _ record: MemberRecord) throws {
-        try db.run(
-            "INSERT OR IGNORE INTO members(id, card, phone_hash, referrer, registered_hlc) VALUES(?, ?, ?, ?, ?)",
-            [
-                .uint(record.id.rawValue), .text(record.card),
-                record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
-                record.referrer.map { .uint($0.rawValue) } ?? .null, .uint(record.registeredAt.rawValue),
-            ])
+        try CounterSlots.insertMember(db, record)
     }
 
     /// Registers a new member at this store.

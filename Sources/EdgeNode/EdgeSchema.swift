@@ -24,16 +24,6 @@ enum EdgeSchema {
                     entry BLOB NOT NULL,
                     PRIMARY KEY (origin, seq)
                 ) WITHOUT ROWID;
-                -- Escrow counter slots: max-merged, owned by from_node.
-                CREATE TABLE slots (
-                    member INTEGER NOT NULL,
-                    account INTEGER NOT NULL,
-                    kind INTEGER NOT NULL,
-                    from_node INTEGER NOT NULL,
-                    to_node INTEGER NOT NULL,
-                    value INTEGER NOT NULL,
-                    PRIMARY KEY (member, account, kind, from_node, to_node)
-                ) WITHOUT ROWID;
                 CREATE TABLE members (
                     id INTEGER PRIMARY KEY,
                     card TEXT NOT NULL UNIQUE,
@@ -42,6 +32,6 @@ enum EdgeSchema {
                     registered_hlc INTEGER NOT NULL
                 );
                 CREATE INDEX members_phone ON members(phone_hash) WHERE phone_hash IS NOT NULL;
-                """)
+                """ + CounterSlots.schema)
     ])
 }

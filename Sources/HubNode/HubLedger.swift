@@ -56,15 +56,6 @@ public struct HubLedger: Sendable {
                     entry BLOB NOT NULL,
                     PRIMARY KEY (origin, seq)
                 ) WITHOUT ROWID;
-                CREATE TABLE slots (
-                    member INTEGER NOT NULL,
-                    account INTEGER NOT NULL,
-                    kind INTEGER NOT NULL,
-                    from_node INTEGER NOT NULL,
-                    to_node INTEGER NOT NULL,
-                    value INTEGER NOT NULL,
-                    PRIMARY KEY (member, account, kind, from_node, to_node)
-                ) WITHOUT ROWID;
                 CREATE TABLE members (
                     id INTEGER PRIMARY KEY,
                     card TEXT NOT NULL,
@@ -74,7 +65,7 @@ public struct HubLedger: Sendable {
                 );
                 CREATE INDEX members_card ON members(card);
                 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-                """)
+                """ + CounterSlots.schema)
     ])
 
     /// Opens (creating if needed) and migrates the hub database.
@@ -162,27 +153,8 @@ public struct HubLedger: Sendable {
                 .int(Int(entry.origin.rawValue)), .uint(entry.sequence), .uint(try nextFeedSequence(db)),
                 .uint(entry.timestamp.rawValue), .blob(entry.encoded),
             ])
-        if case .registerMember(let record) = entry.operation {
-            try db.run(
-                "INSERT OR IGNORE INTO members(id, card, phone_hash, referrer, registered_hlc) VALUES(?, ?, ?, ?, ?)",
-                [
-                    .uint(record.id.rawValue), .text(record.card),
-                    record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
-                    record.referrer.map { .uint($0.rawValue) } ?? .null, .uint(record.registeredAt.rawValue),
-                ])
-        }
-        for effect in entry.effects {
-            try db.run(
-                """
-                INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES(?, ?, ?, ?, ?, ?)
-                ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(value, excluded.value)
-                """,
-                [
-                    .uint(effect.member.rawValue), .int(Int(effect.account.rawValue)),
-                    .int(Int(effect.slot.kind.rawValue)),
-                    .int(Int(effect.slot.from.rawValue)), .int(Int(effect.slot.to.rawValue)), .uint(effect.value),
-                ])
-        }
+        if case .registerMember(let record) = entry.operation { try CounterSlots.insertMember(db, record) }
+        try CounterSlots.apply(db, entry.effects)
     }
 
     /// The feed after `after`, without the asking store's own entries. `upTo` covers every
@@ -203,16 +175,7 @@ public struct HubLedger: Sendable {
     // MARK: Rights
 
     public func counter(_ db: SQLiteConnection, member: MemberID, account: Account) throws -> EscrowCounter {
-        var counter = EscrowCounter()
-        for row in try db.query(
-            "SELECT kind, from_node, to_node, value FROM slots WHERE member = ? AND account = ?",
-            [.uint(member.rawValue), .int(Int(account.rawValue))])
-        {
-            guard let kind = SlotKind(rawValue: UInt8(truncatingIfNeeded: row.int(0))) else { continue }
-            counter.apply(
-                SlotKey(kind: kind, from: NodeID(UInt32(row.int(1))), to: NodeID(UInt32(row.int(2)))), row.uint(3))
-        }
-        return counter
+        try CounterSlots.load(db, member: member, account: account)
     }
 
     /// Grants up to `points` of the rights the hub holds for this member to `store`.

@@ -70,7 +70,7 @@ let package = Package(
             path: "Simulations/simulate"
         ),
 
-        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol"]),
+        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol"], exclude: ["Fixtures"]),
         .testTarget(name: "NodeKitTests", dependencies: ["NodeKit", "SyncProtocol"]),
         .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "NodeKit", "SyncProtocol"]),

@@ -1,5 +1,9 @@
 import CLibUV
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A host and port, as given on a command line (`127.0.0.1:7400`).
 public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     public var host: String

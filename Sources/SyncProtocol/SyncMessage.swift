@@ -1,6 +1,15 @@
 /// The sync protocol version spoken by this build. Bound into the channel handshake too.
 public let syncProtocolVersion: UInt16 = 1
 
+/// The wire format of sync messages: a different major version cannot be read; a newer
+/// minor version only adds message types or trailing fields a reader may skip.
+public enum WireVersion {
+    public static let major: UInt8 = 1
+    public static let minor: UInt8 = 0
+    /// The largest encoded message (the channel's frame limit).
+    public static let maxMessageBytes = 1 << 20
+}
+
 /// An entry as the hub serves it: its place in the hub's feed, then the entry.
 public struct FeedEntry: Sendable, Equatable {
     public var feedSequence: UInt64
@@ -44,6 +53,8 @@ public enum SyncMessage: Sendable, Equatable {
 
     public var encoded: [UInt8] {
         var writer = ByteWriter(capacity: 256)
+        writer.write(WireVersion.major)
+        writer.write(WireVersion.minor)
         switch self {
         case .hello(let version, let node, let watermark):
             writer.write(UInt8(1))
@@ -95,7 +106,16 @@ public enum SyncMessage: Sendable, Equatable {
     }
 
     public init(decoding bytes: [UInt8]) throws(WireError) {
+        guard bytes.count <= WireVersion.maxMessageBytes else {
+            throw .frameTooLarge(count: bytes.count, limit: WireVersion.maxMessageBytes)
+        }
         var reader = ByteReader(bytes)
+        let major = try reader.readUInt8()
+        let minor = try reader.readUInt8()
+        guard major == WireVersion.major else {
+            throw .unsupportedVersion(
+                peerMajor: major, peerMinor: minor, ourMajor: WireVersion.major, ourMinor: WireVersion.minor)
+        }
         let tag = try reader.readUInt8()
         switch tag {
         case 1:

@@ -5,7 +5,9 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooLarge(field: String, count: Int, limit: Int)
     case invalidText(field: String)
     case trailingBytes(count: Int)
-    case unsupportedVersion(UInt16)
+    /// A message of another major wire version: the peer's version, then ours.
+    case unsupportedVersion(peerMajor: UInt8, peerMinor: UInt8, ourMajor: UInt8, ourMinor: UInt8)
+    case frameTooLarge(count: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -15,7 +17,10 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tooLarge(let field, let count, let limit): return "\(field) too large: \(count) > \(limit)"
         case .invalidText(let field): return "\(field) is not valid UTF-8"
         case .trailingBytes(let count): return "\(count) unexpected bytes after the message"
-        case .unsupportedVersion(let version): return "unsupported protocol version \(version)"
+        case .unsupportedVersion(let peerMajor, let peerMinor, let ourMajor, let ourMinor):
+            return "peer speaks wire format \(peerMajor).\(peerMinor), this node speaks \(ourMajor).\(ourMinor); "
+                + "upgrade the older side"
+        case .frameTooLarge(let count, let limit): return "frame of \(count) bytes exceeds the limit of \(limit)"
         }
     }
 }

@@ -67,11 +67,28 @@ private func sampleEntries() -> [LogEntry] {
         #expect(throws: WireError.trailingBytes(count: 1)) {
             try SyncMessage(decoding: SyncMessage.ack(upTo: 1).encoded + [0])
         }
-        #expect(throws: WireError.unknownTag(field: "message", value: 200)) { try SyncMessage(decoding: [200]) }
+        #expect(throws: WireError.unknownTag(field: "message", value: 200)) { try SyncMessage(decoding: [1, 0, 200]) }
+    }
+
+    @Test func anotherMajorVersionIsRefusedNamingBothVersions() {
+        var bytes = SyncMessage.ack(upTo: 1).encoded
+        bytes[0] = 2
+        bytes[1] = 3
+        let error = #expect(throws: WireError.self) { try SyncMessage(decoding: bytes) }
+        #expect(error?.description.contains("2.3") == true && error?.description.contains("1.0") == true)
+    }
+
+    @Test func aFrameOverTheLimitIsRefusedBeforeDecoding() {
+        let bytes = [UInt8](repeating: 0, count: WireVersion.maxMessageBytes + 1)
+        #expect(throws: WireError.frameTooLarge(count: bytes.count, limit: WireVersion.maxMessageBytes)) {
+            try SyncMessage(decoding: bytes)
+        }
     }
 
     @Test func hugeCountsAreRefusedBeforeAllocating() {
         var writer = ByteWriter()
+        writer.write(WireVersion.major)
+        writer.write(WireVersion.minor)
         writer.write(UInt8(3))
         writer.write(UInt32.max)
         #expect(throws: WireError.tooLarge(field: "push batch", count: Int(UInt32.max), limit: SyncMessage.maxBatch)) {

@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+
+@testable import SyncProtocol
+
+/// Fixed messages and their exact bytes, kept in Fixtures/wire-v1.golden (one `name hex`
+/// line each), so a change to the encoding is seen and a second implementation can check
+/// itself. Regenerate deliberately with UPDATE_GOLDEN=1.
+@Suite struct GoldenVectorTests {
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/wire-v1.golden")
+
+    static var vectors: [(String, SyncMessage)] {
+        let member = MemberID(origin: NodeID(1), serial: 1)
+        let stamp = HLCTimestamp(milliseconds: 1_764_000_000_000, logical: 2)
+        let register = LogEntry(
+            origin: NodeID(1), sequence: 1, timestamp: stamp, idempotencyKey: "register/4600000000015",
+            operation: .registerMember(
+                MemberRecord(id: member, card: "4600000000015", phoneHash: [0xAA, 0xBB], referrer: nil, registeredAt: stamp)
+            ), effects: [])
+        let purchase = LogEntry(
+            origin: NodeID(1), sequence: 2, timestamp: stamp, idempotencyKey: "1/A-0001",
+            operation: .purchase(
+                PurchaseRecord(
+                    member: member, lane: "1", receipt: "A-0001", amountMinor: 200_000, pointsEarned: 100,
+                    pointsRedeemed: 0)),
+            effects: [SlotWrite(member: member, account: .main, slot: .earned(NodeID(1)), value: 100)])
+        let grant = LogEntry(
+            origin: .hub, sequence: 1, timestamp: stamp, idempotencyKey: "",
+            operation: .rightsMove(member: member, account: .main, to: NodeID(2), points: 40),
+            effects: [SlotWrite(member: member, account: .main, slot: .moved(.hub, NodeID(2)), value: 40)])
+        return [
+            ("hello", .hello(version: 1, node: NodeID(2), feedWatermark: 7)),
+            ("welcome", .welcome(version: 1, originHighWater: 3)),
+            ("push", .push([register, purchase])),
+            ("ack", .ack(upTo: 2)),
+            ("pull", .pull(after: 7, limit: 256)),
+            ("changes", .changes(entries: [FeedEntry(feedSequence: 8, entry: grant)], upTo: 8, more: false)),
+            ("rights-request", .rightsRequest(requestID: 1, member: member, account: .main, points: 40)),
+            ("rights-grant", .rightsGrant(requestID: 1, granted: 40, entry: grant)),
+            ("error", .error(code: .refusedEntry, message: "gap")),
+        ]
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String { bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
+
+    static func bytes(_ hex: String) -> [UInt8] {
+        var result: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            result.append(UInt8(hex[index..<next], radix: 16)!)
+            index = next
+        }
+        return result
+    }
+
+    @Test func encodingMatchesTheGoldenVectorsAndTheyDecodeBack() throws {
+        let lines = Self.vectors.map { "\($0.0) \(Self.hex($0.1.encoded))" }
+        if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
+            try (lines.joined(separator: "\n") + "\n").write(to: Self.fixture, atomically: true, encoding: .utf8)
+        }
+        let stored = try String(contentsOf: Self.fixture, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(stored.count == Self.vectors.count)
+        for ((name, message), line) in zip(Self.vectors, stored) {
+            let parts = line.split(separator: " ")
+            #expect(parts.first.map(String.init) == name)
+            let golden = Self.bytes(String(parts.last ?? ""))
+            #expect(message.encoded == golden, "encoding of \(name) changed")
+            #expect(try SyncMessage(decoding: golden) == message)
+        }
+    }
+}

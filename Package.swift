@@ -15,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         // C libraries from Debian, installed by scripts/bootstrap.
@@ -70,7 +71,10 @@ let package = Package(
             path: "Simulations/simulate"
         ),
 
-        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol"], exclude: ["Fixtures"]),
+        .testTarget(
+            name: "SyncProtocolTests",
+            dependencies: ["SyncProtocol", .product(name: "PropertyBased", package: "swift-property-based")],
+            exclude: ["Fixtures"]),
         .testTarget(name: "NodeKitTests", dependencies: ["NodeKit", "SyncProtocol"]),
         .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "NodeKit", "SyncProtocol"]),

@@ -1,0 +1,228 @@
+/// The store's end of an edge–hub sync session, as a sans-IO state machine. The driver
+/// (the libuv uplink, or the simulator) feeds it events (connected, a message arrived, a
+/// storage job finished, a timer fired) and executes the actions it returns. Time is an
+/// input (`now`, in milliseconds), so the simulator can drive it deterministically.
+///
+/// Invariants: at most one push and one pull are in flight; the hub's high-water mark and
+/// the feed watermark only move forward; everything is resent after a timeout, so a lost,
+/// duplicated or reordered message only delays the session, never corrupts it.
+public struct EdgeSession: Sendable {
+    public struct Configuration: Sendable {
+        public var node: NodeID
+        public var batchSize: Int
+        /// A push or pull with no answer after this long is sent again.
+        public var retryAfterMilliseconds: UInt64
+        /// A rights request with no answer after this long fails.
+        public var rightsTimeoutMilliseconds: UInt64
+
+        public init(
+            node: NodeID, batchSize: Int = 256, retryAfterMilliseconds: UInt64 = 5_000,
+            rightsTimeoutMilliseconds: UInt64 = 3_000
+        ) {
+            self.node = node
+            self.batchSize = min(batchSize, SyncMessage.maxBatch)
+            self.retryAfterMilliseconds = retryAfterMilliseconds
+            self.rightsTimeoutMilliseconds = rightsTimeoutMilliseconds
+        }
+    }
+
+    public enum Action: Equatable, Sendable {
+        case send(SyncMessage)
+        /// Read this store's own log after `after` (at most `limit`), then call `entriesLoaded`.
+        case loadPush(after: UInt64, limit: Int)
+        /// Persist that the hub holds the log up to here.
+        case recordAck(upTo: UInt64)
+        /// Apply these feed entries durably, then call `changesApplied` or `changesRefused`.
+        case applyChanges([FeedEntry], upTo: UInt64, more: Bool)
+        case rightsGranted(requestID: UInt32, writes: [SlotWrite])
+        case rightsFailed(requestID: UInt32, reason: String)
+        case wentOnline(hubHasUpTo: UInt64)
+        /// End the connection; the driver reconnects with backoff.
+        case close(reason: String)
+    }
+
+    private enum Push: Equatable {
+        case idle
+        case loading
+        case inFlight(upTo: UInt64, since: UInt64)
+    }
+
+    private enum Pull: Equatable {
+        case idle
+        case inFlight(since: UInt64)
+        case applying
+    }
+
+    private enum State: Equatable {
+        case disconnected
+        case awaitingWelcome(since: UInt64)
+        case online
+    }
+
+    public let configuration: Configuration
+    private var state = State.disconnected
+    private var push = Push.idle
+    private var pull = Pull.idle
+    /// The highest entry of this store's log the hub holds.
+    public private(set) var hubHighWater: UInt64 = 0
+    /// How far this store has applied the hub's feed.
+    public private(set) var feedWatermark: UInt64
+    private var pendingRights: [UInt32: UInt64] = [:]
+    private var nextRequestID: UInt32 = 1
+
+    public init(configuration: Configuration, feedWatermark: UInt64) {
+        self.configuration = configuration
+        self.feedWatermark = feedWatermark
+    }
+
+    public var isOnline: Bool { state == .online }
+
+    // MARK: Connection
+
+    /// The channel is established: greet the hub.
+    public mutating func connected(now: UInt64 = 0) -> [Action] {
+        state = .awaitingWelcome(since: now)
+        push = .idle
+        pull = .idle
+        return [hello]
+    }
+
+    private var hello: Action {
+        .send(.hello(version: syncProtocolVersion, node: configuration.node, feedWatermark: feedWatermark))
+    }
+
+    /// The connection is gone: everything in flight is forgotten, rights requests fail.
+    public mutating func disconnected() -> [Action] {
+        state = .disconnected
+        push = .idle
+        pull = .idle
+        let failed = pendingRights.keys.sorted().map { Action.rightsFailed(requestID: $0, reason: "hub unreachable") }
+        pendingRights.removeAll()
+        return failed
+    }
+
+    private mutating func close(_ reason: String) -> [Action] {
+        disconnected() + [.close(reason: reason)]
+    }
+
+    // MARK: Messages
+
+    public mutating func received(_ message: SyncMessage, now: UInt64) -> [Action] {
+        switch (state, message) {
+        case (.awaitingWelcome, .welcome(let version, let high)):
+            guard version == syncProtocolVersion else {
+                return close("hub speaks protocol version \(version), this store speaks \(syncProtocolVersion)")
+            }
+            state = .online
+            hubHighWater = high
+            return [.wentOnline(hubHasUpTo: high), .recordAck(upTo: high)] + startPush() + startPull(now: now)
+        case (.online, .welcome):
+            return []  // a duplicate
+        case (.online, .ack(let upTo)):
+            var actions: [Action] = []
+            if upTo > hubHighWater {
+                hubHighWater = upTo
+                actions.append(.recordAck(upTo: upTo))
+            }
+            if case .inFlight(let pushed, _) = push, upTo >= pushed {
+                push = .idle
+                actions += startPush()
+            }
+            return actions
+        case (.online, .changes(let entries, let upTo, let more)):
+            guard pull != .applying else { return [] }  // an answer to an earlier pull; asked again later
+            guard upTo > feedWatermark else {
+                if case .inFlight = pull { pull = .idle }
+                return []
+            }
+            pull = .applying
+            return [.applyChanges(entries, upTo: upTo, more: more)]
+        case (.online, .rightsGrant(let requestID, _, let entry)):
+            guard pendingRights.removeValue(forKey: requestID) != nil else { return [] }
+            if let entry {
+                guard entry.origin == .hub, (try? entry.validateOrigin()) != nil else {
+                    return close("hub sent a rights grant that is not the hub's own entry")
+                }
+            }
+            return [.rightsGranted(requestID: requestID, writes: entry?.effects ?? [])]
+        case (_, .error(let code, let text)):
+            return close("hub refused the session (\(code)): \(text)")
+        case (.disconnected, _), (.awaitingWelcome, _):
+            return []  // nothing but a welcome counts before the session is up
+        default:
+            return close("unexpected message from the hub")
+        }
+    }
+
+    // MARK: Storage results
+
+    public mutating func entriesLoaded(_ entries: [LogEntry], now: UInt64) -> [Action] {
+        guard state == .online, push == .loading else { return [] }
+        guard let last = entries.last else {
+            push = .idle
+            return []
+        }
+        push = .inFlight(upTo: last.sequence, since: now)
+        return [.send(.push(entries))]
+    }
+
+    public mutating func changesApplied(upTo: UInt64, more: Bool, now: UInt64) -> [Action] {
+        feedWatermark = max(feedWatermark, upTo)
+        guard state == .online, pull == .applying else { return [] }
+        pull = .idle
+        return more ? startPull(now: now) : []
+    }
+
+    /// The feed could not be applied (a gap, a forged entry): end the session.
+    public mutating func changesRefused(_ reason: String) -> [Action] {
+        close("refused changes from the hub: \(reason)")
+    }
+
+    // MARK: Local events
+
+    /// Something new was written locally: push it now rather than at the next tick.
+    public mutating func localChange() -> [Action] {
+        state == .online ? startPush() : []
+    }
+
+    /// The periodic sync timer: push and pull, resend what went unanswered, expire rights requests.
+    public mutating func tick(now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        for (id, since) in pendingRights.sorted(by: { $0.key < $1.key })
+        where now >= since + configuration.rightsTimeoutMilliseconds {
+            pendingRights[id] = nil
+            actions.append(.rightsFailed(requestID: id, reason: "no answer from the hub in time"))
+        }
+        if case .awaitingWelcome(let since) = state, now >= since + configuration.retryAfterMilliseconds {
+            state = .awaitingWelcome(since: now)
+            return actions + [hello]
+        }
+        guard state == .online else { return actions }
+        if case .inFlight(_, let since) = push, now >= since + configuration.retryAfterMilliseconds { push = .idle }
+        if case .inFlight(let since) = pull, now >= since + configuration.retryAfterMilliseconds { pull = .idle }
+        return actions + startPush() + startPull(now: now)
+    }
+
+    /// Asks the hub for redemption rights; the answer comes as `rightsGranted` or `rightsFailed`.
+    public mutating func requestRights(member: MemberID, account: Account, points: UInt64, now: UInt64) -> (
+        requestID: UInt32, actions: [Action]
+    ) {
+        let id = nextRequestID
+        nextRequestID &+= 1
+        guard state == .online else { return (id, [.rightsFailed(requestID: id, reason: "hub unreachable")]) }
+        pendingRights[id] = now
+        return (id, [.send(.rightsRequest(requestID: id, member: member, account: account, points: points))])
+    }
+
+    private mutating func startPush() -> [Action] {
+        guard push == .idle else { return [] }
+        push = .loading
+        return [.loadPush(after: hubHighWater, limit: configuration.batchSize)]
+    }
+
+    private mutating func startPull(now: UInt64) -> [Action] {
+        guard pull == .idle else { return [] }
+        pull = .inFlight(since: now)
+        return [.send(.pull(after: feedWatermark, limit: UInt32(configuration.batchSize)))]
+    }
+}

@@ -1,0 +1,109 @@
+/// The hub's end of a sync session with one store, as a sans-IO state machine. The store's
+/// identity comes from the authenticated channel; every entry it pushes must be its own
+/// (origin binding). Storage work is asked for as actions; the driver reports back.
+public struct HubSession: Sendable {
+    public enum Action: Equatable, Sendable {
+        case send(SyncMessage)
+        /// Look up the highest entry of `origin`'s log the hub holds, then call `highWaterLoaded`.
+        case loadHighWater(origin: NodeID)
+        /// Merge these entries of the store's log durably, then call `merged` or `mergeRefused`.
+        case merge([LogEntry])
+        /// Read the feed after `after`, without `excluding`'s own entries, then call `feedLoaded`.
+        case loadFeed(after: UInt64, limit: Int, excluding: NodeID)
+        /// Move up to `points` of the hub's rights to the store, then call `granted`.
+        case grant(requestID: UInt32, member: MemberID, account: Account, points: UInt64)
+        /// The store is online (after hello and welcome).
+        case storeOnline(hubHasUpTo: UInt64)
+        /// End the session, logging `reason`.
+        case close(reason: String)
+    }
+
+    private enum State: Equatable {
+        case awaitingHello
+        case loadingHighWater
+        case ready
+        case closed
+    }
+
+    /// The store this channel is authenticated as.
+    public let store: NodeID
+    private var state = State.awaitingHello
+
+    public init(store: NodeID) { self.store = store }
+
+    public var isReady: Bool { state == .ready }
+
+    private mutating func refuse(_ code: SyncErrorCode, _ reason: String) -> [Action] {
+        state = .closed
+        return [.send(.error(code: code, message: reason)), .close(reason: reason)]
+    }
+
+    public mutating func received(_ message: SyncMessage) -> [Action] {
+        switch (state, message) {
+        case (.closed, _):
+            return []
+        case (.awaitingHello, .hello(let version, let node, _)):
+            guard version == syncProtocolVersion else {
+                return refuse(
+                    .unsupportedVersion, "store speaks protocol version \(version), hub speaks \(syncProtocolVersion)")
+            }
+            guard node == store else {
+                return refuse(.refusedEntry, "channel is authenticated as \(store) but the hello says \(node)")
+            }
+            state = .loadingHighWater
+            return [.loadHighWater(origin: store)]
+        case (.ready, .push(let entries)):
+            for entry in entries {
+                guard entry.origin == store else {
+                    return refuse(
+                        .refusedEntry, EntryError.wrongOrigin(claimed: entry.origin, authenticated: store).description)
+                }
+                do { try entry.validateOrigin() } catch { return refuse(.refusedEntry, error.description) }
+            }
+            return [.merge(entries)]
+        case (.ready, .pull(let after, let limit)):
+            return [.loadFeed(after: after, limit: Int(min(limit, UInt32(SyncMessage.maxBatch))), excluding: store)]
+        case (.ready, .rightsRequest(let requestID, let member, let account, let points)):
+            return [.grant(requestID: requestID, member: member, account: account, points: points)]
+        case (.ready, .hello(let version, let node, _)) where version == syncProtocolVersion && node == store:
+            state = .loadingHighWater  // a repeated hello: answer it again
+            return [.loadHighWater(origin: store)]
+        case (.loadingHighWater, .hello):
+            return []
+        case (.awaitingHello, _), (.loadingHighWater, _):
+            return []  // nothing is served before the hello
+        case (_, .error(let code, let text)):
+            state = .closed
+            return [.close(reason: "store reported an error (\(code)): \(text)")]
+        default:
+            return refuse(.unexpected, "unexpected message at this point of the session")
+        }
+    }
+
+    public mutating func highWaterLoaded(_ high: UInt64) -> [Action] {
+        guard state == .loadingHighWater else { return [] }
+        state = .ready
+        return [.storeOnline(hubHasUpTo: high), .send(.welcome(version: syncProtocolVersion, originHighWater: high))]
+    }
+
+    public mutating func merged(upTo high: UInt64) -> [Action] {
+        state == .ready ? [.send(.ack(upTo: high))] : []
+    }
+
+    public mutating func mergeRefused(_ reason: String) -> [Action] {
+        state == .closed ? [] : refuse(.refusedEntry, reason)
+    }
+
+    public mutating func feedLoaded(_ entries: [FeedEntry], upTo: UInt64, more: Bool) -> [Action] {
+        state == .ready ? [.send(.changes(entries: entries, upTo: upTo, more: more))] : []
+    }
+
+    public mutating func granted(requestID: UInt32, granted: UInt64, entry: LogEntry?) -> [Action] {
+        state == .ready ? [.send(.rightsGrant(requestID: requestID, granted: granted, entry: entry))] : []
+    }
+
+    /// Storage failed on the hub's side: tell the store and end the session.
+    public mutating func failed(_ reason: String) -> [Action] {
+        state == .closed ? [] : refuse(.internalError, reason)
+    }
+}

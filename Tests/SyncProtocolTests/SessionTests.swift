@@ -1,0 +1,278 @@
+import Testing
+
+@testable import SyncProtocol
+
+private let member = AccountKey(member: MemberID(origin: NodeID(1), serial: 1), account: .main)
+
+/// A store with an in-memory log and replica, driving a real `EdgeSession`.
+private final class EdgeModel {
+    let node: NodeID
+    var session: EdgeSession
+    var log: [LogEntry] = []
+    var acknowledged: UInt64 = 0
+    var remoteHigh: [NodeID: UInt64] = [:]
+    var replica = ReplicaState()
+    var online = false
+    var granted: [UInt32: [SlotWrite]] = [:]
+    var failedRights: [UInt32] = []
+
+    init(node: NodeID) {
+        self.node = node
+        session = EdgeSession(
+            configuration: .init(node: node, batchSize: 3, retryAfterMilliseconds: 2_000, rightsTimeoutMilliseconds: 3_000),
+            feedWatermark: 0)
+    }
+
+    func earn(_ points: UInt64) {
+        let write = try! replica.earn(at: node, member, points)
+        log.append(
+            LogEntry(
+                origin: node, sequence: UInt64(log.count + 1), timestamp: HLCTimestamp(rawValue: UInt64(log.count + 1)),
+                idempotencyKey: "", operation: .rightsMove(member: member.member, account: .main, to: node, points: 0),
+                effects: [write]))
+    }
+}
+
+/// The hub with in-memory storage, driving one `HubSession` per connected store.
+private final class HubModel {
+    var logs: [NodeID: [LogEntry]] = [:]
+    var feed: [FeedEntry] = []
+    var replica = ReplicaState()
+    var sessions: [NodeID: HubSession] = [:]
+
+    func merge(_ entries: [LogEntry], from store: NodeID) -> Result<UInt64, EntryError> {
+        for entry in entries {
+            let high = UInt64(logs[store, default: []].count)
+            if entry.sequence <= high { continue }
+            guard entry.sequence == high + 1 else { return .failure(.gap(origin: store, expected: high + 1, got: entry.sequence)) }
+            logs[store, default: []].append(entry)
+            feed.append(FeedEntry(feedSequence: UInt64(feed.count + 1), entry: entry))
+            replica.apply(entry.effects)
+        }
+        return .success(UInt64(logs[store, default: []].count))
+    }
+
+    func grant(member key: AccountKey, to store: NodeID, points: UInt64) -> (UInt64, LogEntry?) {
+        let held = replica.counter(key).rights(.hub)
+        let granted = min(points, held > 0 ? UInt64(held) : 0)
+        guard granted > 0, let write = try? replica.move(by: .hub, to: store, key, granted) else { return (0, nil) }
+        let entry = LogEntry(
+            origin: .hub, sequence: UInt64(logs[.hub, default: []].count + 1), timestamp: HLCTimestamp(rawValue: 1),
+            idempotencyKey: "", operation: .rightsMove(member: key.member, account: key.account, to: store, points: granted),
+            effects: [write])
+        logs[.hub, default: []].append(entry)
+        feed.append(FeedEntry(feedSequence: UInt64(feed.count + 1), entry: entry))
+        return (granted, entry)
+    }
+}
+
+/// Two stores and a hub joined by a pipe that can lose, duplicate and reorder messages.
+private struct Network {
+    var random: SplitMix
+    var now: UInt64 = 1_000
+    let edges = [EdgeModel(node: NodeID(1)), EdgeModel(node: NodeID(2))]
+    let hub = HubModel()
+    var pipe: [(toHub: Bool, edge: Int, message: SyncMessage)] = []
+    var lossPercent: UInt64 = 10
+    var duplicatePercent: UInt64 = 10
+
+    init(seed: UInt64) { random = SplitMix(seed: seed) }
+
+    mutating func connect(_ index: Int) {
+        let edge = edges[index]
+        hub.sessions[edge.node] = HubSession(store: edge.node)
+        edge.online = true
+        run(edge: index, edge.session.connected(now: now))
+    }
+
+    mutating func disconnect(_ index: Int) {
+        let edge = edges[index]
+        edge.online = false
+        hub.sessions[edge.node] = nil
+        pipe.removeAll { $0.edge == index }
+        run(edge: index, edge.session.disconnected())
+    }
+
+    mutating func run(edge index: Int, _ actions: [EdgeSession.Action]) {
+        let edge = edges[index]
+        for action in actions {
+            switch action {
+            case .send(let message): pipe.append((true, index, message))
+            case .loadPush(let after, let limit):
+                let entries = Array(edge.log.filter { $0.sequence > after }.prefix(limit))
+                run(edge: index, edge.session.entriesLoaded(entries, now: now))
+            case .recordAck(let upTo): edge.acknowledged = max(edge.acknowledged, upTo)
+            case .applyChanges(let entries, let upTo, let more):
+                var refused: String?
+                for feed in entries where feed.entry.origin != edge.node {
+                    let high = edge.remoteHigh[feed.entry.origin, default: 0]
+                    if feed.entry.sequence <= high { continue }
+                    guard feed.entry.sequence == high + 1 else {
+                        refused = "gap"
+                        break
+                    }
+                    edge.remoteHigh[feed.entry.origin] = feed.entry.sequence
+                    edge.replica.apply(feed.entry.effects)
+                }
+                if let refused {
+                    run(edge: index, edge.session.changesRefused(refused))
+                } else {
+                    run(edge: index, edge.session.changesApplied(upTo: upTo, more: more, now: now))
+                }
+            case .rightsGranted(let id, let writes):
+                edge.replica.apply(writes)
+                edge.granted[id] = writes
+            case .rightsFailed(let id, _): edge.failedRights.append(id)
+            case .wentOnline: break
+            case .close: disconnect(index)
+            }
+        }
+    }
+
+    mutating func runHub(edge index: Int, _ actions: [HubSession.Action]) {
+        let node = edges[index].node
+        for action in actions {
+            guard var session = hub.sessions[node] else { return }
+            var next: [HubSession.Action] = []
+            switch action {
+            case .send(let message): pipe.append((false, index, message))
+            case .loadHighWater(let origin): next = session.highWaterLoaded(UInt64(hub.logs[origin, default: []].count))
+            case .merge(let entries):
+                switch hub.merge(entries, from: node) {
+                case .success(let high): next = session.merged(upTo: high)
+                case .failure(let error): next = session.mergeRefused(error.description)
+                }
+            case .loadFeed(let after, let limit, let excluding):
+                let scanned = Array(hub.feed.filter { $0.feedSequence > after }.prefix(limit))
+                next = session.feedLoaded(
+                    scanned.filter { $0.entry.origin != excluding }, upTo: scanned.last?.feedSequence ?? after,
+                    more: scanned.count == limit)
+            case .grant(let id, let member, let account, let points):
+                let (granted, entry) = hub.grant(member: AccountKey(member: member, account: account), to: node, points: points)
+                next = session.granted(requestID: id, granted: granted, entry: entry)
+            case .storeOnline: break
+            case .close:
+                hub.sessions[node] = nil
+                continue
+            }
+            hub.sessions[node] = session
+            runHub(edge: index, next)
+        }
+    }
+
+    /// Delivers one message from the pipe, maybe losing or duplicating it.
+    mutating func deliverOne(faulty: Bool) {
+        guard !pipe.isEmpty else { return }
+        let index = faulty ? Int(random.next() % UInt64(pipe.count)) : 0
+        let (toHub, edge, message) = pipe[index]
+        if faulty && random.next() % 100 < duplicatePercent {
+            // leave it in the pipe: it will be delivered again
+        } else {
+            pipe.remove(at: index)
+        }
+        if faulty && random.next() % 100 < lossPercent { return }
+        if toHub {
+            guard var session = hub.sessions[edges[edge].node] else { return }
+            let actions = session.received(message)
+            hub.sessions[edges[edge].node] = session
+            runHub(edge: edge, actions)
+        } else {
+            guard edges[edge].online else { return }
+            run(edge: edge, edges[edge].session.received(message, now: now))
+        }
+    }
+
+    mutating func tick(_ index: Int) {
+        now += 700
+        run(edge: index, edges[index].session.tick(now: now))
+    }
+
+    var converged: Bool {
+        edges.allSatisfy { edge in
+            edge.acknowledged == UInt64(edge.log.count) && hub.logs[edge.node, default: []].count == edge.log.count
+                && edge.replica == hub.replica
+        }
+    }
+}
+
+@Suite struct SessionTests {
+    @Test(arguments: Array(UInt64(1)...UInt64(40)))
+    func storesAndHubConvergeThroughALossyDuplicatingReorderingPipe(seed: UInt64) {
+        var net = Network(seed: seed)
+        net.connect(0)
+        net.connect(1)
+        for _ in 0..<600 {
+            let roll = net.random.next() % 100
+            let edge = Int(net.random.next() % 2)
+            switch roll {
+            case 0..<45: net.deliverOne(faulty: true)
+            case 45..<65:
+                net.edges[edge].earn(net.random.next() % 20 + 1)
+                net.run(edge: edge, net.edges[edge].session.localChange())
+            case 65..<90: net.tick(edge)
+            case 90..<93: if net.edges[edge].online { net.disconnect(edge) }
+            default: if !net.edges[edge].online { net.connect(edge) }
+            }
+        }
+        // Liveness: the network heals; every replica must converge within a bound.
+        for index in net.edges.indices where !net.edges[index].online { net.connect(index) }
+        var rounds = 0
+        while !net.converged && rounds < 500 {
+            for index in net.edges.indices where !net.edges[index].online { net.connect(index) }
+            while !net.pipe.isEmpty { net.deliverOne(faulty: false) }
+            net.tick(rounds % 2)
+            rounds += 1
+        }
+        #expect(net.converged, "seed \(seed) did not converge in 500 rounds")
+        #expect(net.edges.allSatisfy { $0.session.isOnline })
+    }
+
+    @Test func theHubRefusesEntriesOfAnotherOriginAndEndsTheSession() {
+        var session = HubSession(store: NodeID(1))
+        _ = session.received(.hello(version: syncProtocolVersion, node: NodeID(1), feedWatermark: 0))
+        _ = session.highWaterLoaded(0)
+        let forged = LogEntry(
+            origin: NodeID(2), sequence: 1, timestamp: HLCTimestamp(rawValue: 1), idempotencyKey: "",
+            operation: .rightsMove(member: member.member, account: .main, to: .hub, points: 1), effects: [])
+        let actions = session.received(.push([forged]))
+        #expect(actions.last == .close(reason: "entry claims origin store-2 but the channel is authenticated as store-1"))
+        #expect(session.received(.pull(after: 0, limit: 1)).isEmpty, "nothing more is served")
+    }
+
+    @Test func aHelloClaimingAnotherNodeIsRefused() {
+        var session = HubSession(store: NodeID(1))
+        let actions = session.received(.hello(version: syncProtocolVersion, node: NodeID(7), feedWatermark: 0))
+        guard case .close? = actions.last else {
+            Issue.record("expected a close, got \(actions)")
+            return
+        }
+    }
+
+    @Test func rightsRequestsFailOfflineAndAfterATimeout() {
+        var session = EdgeSession(configuration: .init(node: NodeID(1), rightsTimeoutMilliseconds: 1_000), feedWatermark: 0)
+        let offline = session.requestRights(member: member.member, account: .main, points: 5, now: 0)
+        #expect(offline.actions == [.rightsFailed(requestID: offline.requestID, reason: "hub unreachable")])
+        _ = session.connected()
+        _ = session.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)
+        let asked = session.requestRights(member: member.member, account: .main, points: 5, now: 100)
+        #expect(session.tick(now: 500).allSatisfy { if case .rightsFailed = $0 { false } else { true } })
+        #expect(session.tick(now: 1_200).contains(.rightsFailed(requestID: asked.requestID, reason: "no answer from the hub in time")))
+        #expect(session.received(.rightsGrant(requestID: asked.requestID, granted: 5, entry: nil), now: 1_300).isEmpty)
+    }
+
+    @Test func aGrantThatIsNotTheHubsOwnEntryEndsTheSession() {
+        var session = EdgeSession(configuration: .init(node: NodeID(1)), feedWatermark: 0)
+        _ = session.connected()
+        _ = session.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)
+        let asked = session.requestRights(member: member.member, account: .main, points: 5, now: 0)
+        let forged = LogEntry(
+            origin: NodeID(2), sequence: 1, timestamp: HLCTimestamp(rawValue: 1), idempotencyKey: "",
+            operation: .rightsMove(member: member.member, account: .main, to: NodeID(1), points: 5),
+            effects: [SlotWrite(member: member.member, account: .main, slot: .moved(NodeID(2), NodeID(1)), value: 5)])
+        let actions = session.received(.rightsGrant(requestID: asked.requestID, granted: 5, entry: forged), now: 1)
+        guard case .close? = actions.last else {
+            Issue.record("expected a close, got \(actions)")
+            return
+        }
+    }
+}

@@ -63,11 +63,11 @@ public final class EdgeNode {
             settings: .init(
                 hub: configuration.hub, hubKey: configuration.hubKey,
                 syncIntervalMilliseconds: configuration.syncIntervalMilliseconds),
-            logger: logger)
+            feedWatermark: watermark, logger: logger)
         service = PosService(loop: loop, writer: writer, ledger: ledger, uplink: uplink, logger: logger)
         listener = try TCPListener(loop: loop)
         posPort = try listener.listen(on: configuration.pos) { [unowned self] stream in self.accept(stream) }
-        uplink.start(feedWatermark: watermark)
+        uplink.start()
         for signal in [SIGINT, SIGTERM] {
             signals.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.shutdown() })
         }

@@ -83,7 +83,8 @@ public final class HubNode {
     }
 }
 
-/// One store's session at the hub: the responder end of the channel and of the sync protocol.
+/// One store's session at the hub: the responder end of the channel, and the `HubSession`
+/// state machine whose actions it executes against the ledger.
 final class StoreSession {
     private let stream: TCPStream
     private let writer: DatabaseWriter
@@ -91,8 +92,7 @@ final class StoreSession {
     private let channel: SecureChannel
     private let timer: LoopTimer?
     private var logger: Logger
-    private var store: StoreRecord?
-    private var greeted = false
+    private var session: HubSession?
     private var finished = false
     var onFinished: (() -> Void)?
 
@@ -106,8 +106,9 @@ final class StoreSession {
         self.logger = logger
         channel = SecureChannel.responder(identity: identity)
         timer = try? LoopTimer(loop: loop)
+        // No slowloris: a peer that has not completed the handshake and hello in time is dropped.
         timer?.start(after: handshakeTimeout) { [weak self] in
-            guard let self, !self.greeted else { return }
+            guard let self, self.session?.isReady != true else { return }
             self.finish(reason: "handshake not completed in time", orderly: false)
         }
     }
@@ -116,8 +117,7 @@ final class StoreSession {
         stream.onRead = { [unowned self] bytes in self.received(bytes) }
         stream.onEnd = { [unowned self] error in
             self.finish(
-                reason: error.map { "connection failed: \($0)" } ?? "store disconnected without a close frame",
-                orderly: false)
+                reason: error.map { "connection failed: \($0)" } ?? "store disconnected without a close frame", orderly: false)
         }
         do { try stream.startReading() } catch { finish(reason: "\(error)", orderly: false) }
     }
@@ -133,10 +133,10 @@ final class StoreSession {
     }
 
     private func received(_ bytes: [UInt8]) {
-        execute(channel.receive(bytes))
+        handle(channel.receive(bytes))
     }
 
-    private func execute(_ events: [ChannelEvent]) {
+    private func handle(_ events: [ChannelEvent]) {
         for event in events {
             guard !finished else { return }
             switch event {
@@ -146,19 +146,24 @@ final class StoreSession {
                 writer.submit({ db in try ledger.store(db, key: key) }) { [weak self] result in
                     guard let self, !self.finished else { return }
                     if case .success(let store?) = result {
-                        self.store = store
+                        self.session = HubSession(store: store.id)
                         self.logger[metadataKey: "store"] = "\(store.name)"
-                        self.execute(self.channel.peerVerified(allowed: true))
+                        self.handle(self.channel.peerVerified(allowed: true))
                     } else {
                         self.logger.warning("refused store key", metadata: ["key": "\(key)"])
-                        self.execute(self.channel.peerVerified(allowed: false))
+                        self.handle(self.channel.peerVerified(allowed: false))
                     }
                 }
             case .established:
                 logger.debug("channel established")
             case .deliver(let plaintext):
-                do { try handle(try SyncMessage(decoding: plaintext)) } catch {
-                    refuse(.malformed, "\(error)")
+                guard var session else { return }
+                do {
+                    let actions = session.received(try SyncMessage(decoding: plaintext))
+                    self.session = session
+                    execute(actions)
+                } catch {
+                    execute(session.failed("undecodable message: \(error)"))
                 }
             case .close(let reason):
                 finish(reason: reason.description, orderly: false)
@@ -166,71 +171,62 @@ final class StoreSession {
         }
     }
 
-    private func send(_ message: SyncMessage) {
-        guard !finished, let record = channel.seal(message.encoded) else { return }
-        stream.write(record)
+    /// Runs a state-machine transition and executes what it asks for.
+    private func step(_ transition: (inout HubSession) -> [HubSession.Action]) {
+        guard !finished, var session else { return }
+        let actions = transition(&session)
+        self.session = session
+        execute(actions)
     }
 
-    private func refuse(_ code: SyncErrorCode, _ message: String) {
-        logger.error("refusing session", metadata: ["reason": "\(message)"])
-        send(.error(code: code, message: message))
-        finish(reason: message, orderly: true)
-    }
-
-    private func handle(_ message: SyncMessage) throws {
-        guard let store else { return }
+    private func execute(_ actions: [HubSession.Action]) {
+        guard let store = session?.store else { return }
         let ledger = self.ledger
-        switch message {
-        case .hello(let version, let node, _):
-            guard version == syncProtocolVersion else {
-                refuse(
-                    .unsupportedVersion, "store speaks protocol version \(version), hub speaks \(syncProtocolVersion)")
-                return
-            }
-            guard node == store.id else {
-                refuse(.refusedEntry, "store authenticated as \(store.id) but says it is \(node)")
-                return
-            }
-            writer.submit({ db in try ledger.originHighWater(db, origin: node) }) { [weak self] result in
-                guard let self else { return }
-                switch result {
-                case .success(let high):
-                    self.greeted = true
-                    self.timer?.stop()
-                    self.logger.info("store online", metadata: ["hubHasUpTo": "\(high)"])
-                    self.send(.welcome(version: syncProtocolVersion, originHighWater: high))
-                case .failure(let error): self.refuse(.internalError, "\(error)")
+        for action in actions {
+            guard !finished else { return }
+            switch action {
+            case .send(let message):
+                guard let record = channel.seal(message.encoded) else { continue }
+                stream.write(record)
+            case .loadHighWater(let origin):
+                writer.submit({ db in try ledger.originHighWater(db, origin: origin) }) { [weak self] result in
+                    switch result {
+                    case .success(let high): self?.step { $0.highWaterLoaded(high) }
+                    case .failure(let error): self?.step { $0.failed("\(error)") }
+                    }
                 }
-            }
-        case .push(let entries) where greeted:
-            writer.submit({ db in try ledger.merge(db, from: store.id, entries: entries) }) { [weak self] result in
-                switch result {
-                case .success(let high): self?.send(.ack(upTo: high))
-                case .failure(let error as MergeError): self?.refuse(.refusedEntry, error.description)
-                case .failure(let error): self?.refuse(.internalError, "\(error)")
+            case .merge(let entries):
+                writer.submit({ db in try ledger.merge(db, from: store, entries: entries) }) { [weak self] result in
+                    switch result {
+                    case .success(let high): self?.step { $0.merged(upTo: high) }
+                    case .failure(let error as MergeError): self?.step { $0.mergeRefused(error.description) }
+                    case .failure(let error): self?.step { $0.failed("\(error)") }
+                    }
                 }
-            }
-        case .pull(let after, let limit) where greeted:
-            let bounded = Int(min(limit, UInt32(SyncMessage.maxBatch)))
-            writer.submit({ db in try ledger.feed(db, after: after, limit: bounded, excluding: store.id) }) {
-                [weak self] result in
-                switch result {
-                case .success(let feed): self?.send(.changes(entries: feed.entries, upTo: feed.upTo, more: feed.more))
-                case .failure(let error): self?.refuse(.internalError, "\(error)")
+            case .loadFeed(let after, let limit, let excluding):
+                writer.submit({ db in try ledger.feed(db, after: after, limit: limit, excluding: excluding) }) {
+                    [weak self] result in
+                    switch result {
+                    case .success(let feed): self?.step { $0.feedLoaded(feed.entries, upTo: feed.upTo, more: feed.more) }
+                    case .failure(let error): self?.step { $0.failed("\(error)") }
+                    }
                 }
-            }
-        case .rightsRequest(let requestID, let member, let account, let points) where greeted:
-            writer.submit({ db in try ledger.grant(db, member: member, account: account, to: store.id, points: points) }
-            ) {
-                [weak self] result in
-                switch result {
-                case .success(let grant):
-                    self?.send(.rightsGrant(requestID: requestID, granted: grant.granted, entry: grant.entry))
-                case .failure(let error): self?.refuse(.internalError, "\(error)")
+            case .grant(let requestID, let member, let account, let points):
+                writer.submit({ db in try ledger.grant(db, member: member, account: account, to: store, points: points) }) {
+                    [weak self] result in
+                    switch result {
+                    case .success(let grant):
+                        self?.step { $0.granted(requestID: requestID, granted: grant.granted, entry: grant.entry) }
+                    case .failure(let error): self?.step { $0.failed("\(error)") }
+                    }
                 }
+            case .storeOnline(let high):
+                timer?.stop()
+                logger.info("store online", metadata: ["hubHasUpTo": "\(high)"])
+            case .close(let reason):
+                logger.error("closing the session", metadata: ["reason": "\(reason)"])
+                finish(reason: reason, orderly: true)
             }
-        default:
-            refuse(.unexpected, "unexpected message at this point of the session")
         }
     }
 }

@@ -297,8 +297,11 @@ public struct EdgeLedger: Sendable {
     }
 
     /// Applies entries of other nodes from the hub's feed; duplicates are skipped, a gap in
-    /// any origin's log is refused before anything of the batch is applied.
-    public func applyFeed(_ db: SQLiteConnection, _ entries: [FeedEntry], upTo: UInt64) throws {
+    /// any origin's log is refused (the writer rolls the whole batch back). Returns the
+    /// remote clock stamps this node's clock refused to follow (too far in the future).
+    @discardableResult
+    public func applyFeed(_ db: SQLiteConnection, _ entries: [FeedEntry], upTo: UInt64) throws -> [ClockError] {
+        var clockErrors: [ClockError] = []
         var highs: [NodeID: UInt64] = [:]
         for feed in entries {
             let entry = feed.entry
@@ -327,11 +330,16 @@ public struct EdgeLedger: Sendable {
             if case .registerMember(let record) = entry.operation { try applyMember(db, record) }
             try applyEffects(db, entry.effects)
             var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))
-            if (try? clock.observe(entry.timestamp, wall: wallClockMilliseconds())) != nil {
-                try setMeta(db, .hlc, clock.last.rawValue)
+            do throws(ClockError) {
+                try clock.observe(entry.timestamp, wall: wallClockMilliseconds())
+            } catch {
+                clockErrors.append(error)
+                continue
             }
+            try setMeta(db, .hlc, clock.last.rawValue)
         }
         if upTo > (try meta(db, .feedWatermark)) { try setMeta(db, .feedWatermark, upTo) }
+        return clockErrors
     }
 
     public func status(_ db: SQLiteConnection) throws -> LedgerStatus {

@@ -206,7 +206,11 @@ final class Uplink {
                 writer.submit({ db in try ledger.applyFeed(db, entries, upTo: upTo) }) { [unowned self] result in
                     let now = self.loop.nowMilliseconds
                     switch result {
-                    case .success: self.execute(self.session.changesApplied(upTo: upTo, more: more, now: now))
+                    case .success(let clockErrors):
+                        for error in clockErrors {
+                            self.logger.warning("remote clock refused", metadata: ["error": "\(error)"])
+                        }
+                        self.execute(self.session.changesApplied(upTo: upTo, more: more, now: now))
                     case .failure(let error):
                         self.logger.error("refused changes from the hub", metadata: ["error": "\(error)"])
                         self.execute(self.session.changesRefused("\(error)"))

@@ -162,4 +162,22 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         let receipt = try completed(try ledger.purchase(db, purchase(100_000, redeem: 40, receipt: "b1"), grant: grant))
         #expect(receipt.pointsRedeemed == 40 && receipt.balance == 108)
     }
+
+    @Test func aRemoteStampFarInTheFutureIsReportedAndDoesNotDragTheClock() throws {
+        let (ledger, db) = try makeLedger(node: 2)
+        let member = MemberID(origin: NodeID(1), serial: 1)
+        let future = HLCTimestamp(milliseconds: wallClockMilliseconds() + 3_600_000, logical: 0)
+        let entry = LogEntry(
+            origin: NodeID(1), sequence: 1, timestamp: future, idempotencyKey: "",
+            operation: .registerMember(
+                MemberRecord(id: member, card: card, phoneHash: [], referrer: nil, registeredAt: future)),
+            effects: [])
+        let refused = try ledger.applyFeed(db, [FeedEntry(feedSequence: 1, entry: entry)], upTo: 1)
+        #expect(refused.count == 1)
+        #expect(refused.first?.description.contains("ahead of ours") == true)
+        #expect(try ledger.identify(db, card: card, phone: nil).id == member, "the entry itself is applied")
+        _ = try ledger.register(db, card: otherCard, phone: nil, referrer: nil)
+        let stamp = try db.query("SELECT hlc FROM log ORDER BY seq DESC LIMIT 1").first?.uint(0) ?? 0
+        #expect(HLCTimestamp(rawValue: stamp) < future, "local stamps follow the local clock, not the remote one")
+    }
 }

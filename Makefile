@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug
 
-.PHONY: bootstrap build demo test lint clean
+.PHONY: bootstrap build demo test fuzz lint clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -18,6 +18,11 @@ demo: build
 test: bootstrap
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --parallel --num-workers 2
+	scripts/fuzz 20
+
+## make fuzz: libFuzzer over the wire decoders and the channel's first flight (5 minutes).
+fuzz: bootstrap
+	scripts/fuzz 300
 
 ## make lint: swift-format over sources, simulations and tests.
 lint:

@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug
 
-.PHONY: bootstrap build demo test fuzz lint clean
+.PHONY: bootstrap build demo test fuzz bench-sync lint clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -17,16 +17,20 @@ demo: build
 ## make test: the whole test suite (unit, component and end-to-end against the real executables).
 test: bootstrap
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --parallel --num-workers 2
 	scripts/fuzz 20
+	$(SWIFT) test --skip-build --parallel --num-workers 2
 
 ## make fuzz: libFuzzer over the wire decoders and the channel's first flight (5 minutes).
 fuzz: bootstrap
 	scripts/fuzz 300
 
+## make bench-sync: SyncProtocol core figures (slot merges, encode/decode, 1 % delta of 1M members).
+bench-sync: bootstrap
+	$(SWIFT) run -c release SyncBench
+
 ## make lint: swift-format over sources, simulations and tests.
 lint:
-	$(SWIFT) format lint --recursive --strict Package.swift Sources Simulations Tests
+	$(SWIFT) format lint --recursive --strict Package.swift Sources Simulations Tests Benchmarks Fuzz
 
 clean:
 	rm -rf .build

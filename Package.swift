@@ -71,6 +71,9 @@ let package = Package(
             path: "Simulations/simulate"
         ),
 
+        // Figures for the protocol core; `make bench-sync` runs it in release mode.
+        .executableTarget(name: "SyncBench", dependencies: ["SyncProtocol"], path: "Benchmarks/SyncBench"),
+
         .testTarget(
             name: "SyncProtocolTests",
             dependencies: ["SyncProtocol", .product(name: "PropertyBased", package: "swift-property-based")],

@@ -83,9 +83,11 @@ final class Uplink {
     /// Asks the hub for `points` rights; completes with the grant's slot writes (empty when
     /// the hub had none) or an error when the hub is unreachable or silent.
     func requestRights(
-        member: MemberID, account: Account, points: UInt64, _ completion: @escaping (Result<[SlotWrite], PosError>) -> Void
+        member: MemberID, account: Account, points: UInt64,
+        _ completion: @escaping (Result<[SlotWrite], PosError>) -> Void
     ) {
-        let (id, actions) = session.requestRights(member: member, account: account, points: points, now: loop.nowMilliseconds)
+        let (id, actions) = session.requestRights(
+            member: member, account: account, points: points, now: loop.nowMilliseconds)
         rightsCompletions[id] = completion
         execute(actions)
     }
@@ -116,7 +118,8 @@ final class Uplink {
         stream.onRead = { [unowned self] bytes in self.received(bytes) }
         stream.onEnd = { [unowned self] error in
             self.stream = nil
-            self.teardown(reason: error.map { "connection to hub failed: \($0)" } ?? "hub closed the connection", retry: true)
+            self.teardown(
+                reason: error.map { "connection to hub failed: \($0)" } ?? "hub closed the connection", retry: true)
         }
         do { try stream.startReading() } catch {
             teardown(reason: "\(error)", retry: true)
@@ -186,9 +189,11 @@ final class Uplink {
                 stream?.write(record)
             case .loadPush(let after, let limit):
                 let ledger = self.ledger
-                writer.submit({ db in try ledger.preparePush(db, after: after, limit: limit) }) { [unowned self] result in
+                writer.submit({ db in try ledger.preparePush(db, after: after, limit: limit) }) {
+                    [unowned self] result in
                     switch result {
-                    case .success(let entries): self.execute(self.session.entriesLoaded(entries, now: self.loop.nowMilliseconds))
+                    case .success(let entries):
+                        self.execute(self.session.entriesLoaded(entries, now: self.loop.nowMilliseconds))
                     case .failure(let error):
                         self.logger.error("cannot read the log for the hub", metadata: ["error": "\(error)"])
                         self.execute(self.session.entriesLoaded([], now: self.loop.nowMilliseconds))

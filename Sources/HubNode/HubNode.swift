@@ -117,7 +117,8 @@ final class StoreSession {
         stream.onRead = { [unowned self] bytes in self.received(bytes) }
         stream.onEnd = { [unowned self] error in
             self.finish(
-                reason: error.map { "connection failed: \($0)" } ?? "store disconnected without a close frame", orderly: false)
+                reason: error.map { "connection failed: \($0)" } ?? "store disconnected without a close frame",
+                orderly: false)
         }
         do { try stream.startReading() } catch { finish(reason: "\(error)", orderly: false) }
     }
@@ -207,13 +208,16 @@ final class StoreSession {
                 writer.submit({ db in try ledger.feed(db, after: after, limit: limit, excluding: excluding) }) {
                     [weak self] result in
                     switch result {
-                    case .success(let feed): self?.step { $0.feedLoaded(feed.entries, upTo: feed.upTo, more: feed.more) }
+                    case .success(let feed):
+                        self?.step { $0.feedLoaded(feed.entries, upTo: feed.upTo, more: feed.more) }
                     case .failure(let error): self?.step { $0.failed("\(error)") }
                     }
                 }
             case .grant(let requestID, let member, let account, let points):
-                writer.submit({ db in try ledger.grant(db, member: member, account: account, to: store, points: points) }) {
-                    [weak self] result in
+                let grant: @Sendable (SQLiteConnection) throws -> (granted: UInt64, entry: LogEntry?) = { db in
+                    try ledger.grant(db, member: member, account: account, to: store, points: points)
+                }
+                writer.submit(grant) { [weak self] result in
                     switch result {
                     case .success(let grant):
                         self?.step { $0.granted(requestID: requestID, granted: grant.granted, entry: grant.entry) }

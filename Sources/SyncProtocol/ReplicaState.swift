@@ -74,17 +74,17 @@ public struct ReplicaState: Sendable {
         return commit(key, slot, value)
     }
 
-    public mutating func redeem(at node: NodeID, _ key: AccountKey, _ points: UInt64, allowance: UInt64 = 0) throws(
-        CounterError
-    ) -> SlotWrite {
+    public mutating func redeem(at node: NodeID, _ key: AccountKey, _ points: UInt64, allowance: UInt64 = 0)
+        throws(CounterError) -> SlotWrite
+    {
         var counter = counter(key)
         let (slot, value) = try counter.redeem(at: node, points, allowance: allowance)
         return commit(key, slot, value)
     }
 
-    public mutating func move(by node: NodeID, to target: NodeID, _ key: AccountKey, _ points: UInt64) throws(
-        CounterError
-    ) -> SlotWrite {
+    public mutating func move(by node: NodeID, to target: NodeID, _ key: AccountKey, _ points: UInt64)
+        throws(CounterError) -> SlotWrite
+    {
         var counter = counter(key)
         let (slot, value) = try counter.move(by: node, to: target, points)
         return commit(key, slot, value)

@@ -16,7 +16,8 @@ import Testing
         let register = LogEntry(
             origin: NodeID(1), sequence: 1, timestamp: stamp, idempotencyKey: "register/4600000000015",
             operation: .registerMember(
-                MemberRecord(id: member, card: "4600000000015", phoneHash: [0xAA, 0xBB], referrer: nil, registeredAt: stamp)
+                MemberRecord(
+                    id: member, card: "4600000000015", phoneHash: [0xAA, 0xBB], referrer: nil, registeredAt: stamp)
             ), effects: [])
         let purchase = LogEntry(
             origin: NodeID(1), sequence: 2, timestamp: stamp, idempotencyKey: "1/A-0001",

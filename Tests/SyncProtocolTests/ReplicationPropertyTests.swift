@@ -28,11 +28,14 @@ private struct World {
             case 0, 1:
                 _ = try? replicas[node].earn(at: World.nodes[node], key, amount)
             case 2:
-                do { _ = try replicas[node].redeem(at: World.nodes[node], key, amount) } catch { refusedOverdrafts += 1 }
+                do { _ = try replicas[node].redeem(at: World.nodes[node], key, amount) } catch {
+                    refusedOverdrafts += 1
+                }
             case 3:
                 let held = replicas[node].counter(key).rights(World.nodes[node])
                 if held > 0 {
-                    _ = try? replicas[node].move(by: World.nodes[node], to: World.nodes[peer], key, UInt64(held) / 2 + 1)
+                    _ = try? replicas[node].move(
+                        by: World.nodes[node], to: World.nodes[peer], key, UInt64(held) / 2 + 1)
                 }
             case 4:
                 // Ship a delta; the "network" may lose it (it is simply never delivered).

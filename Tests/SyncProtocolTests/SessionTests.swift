@@ -19,7 +19,8 @@ private final class EdgeModel {
     init(node: NodeID) {
         self.node = node
         session = EdgeSession(
-            configuration: .init(node: node, batchSize: 3, retryAfterMilliseconds: 2_000, rightsTimeoutMilliseconds: 3_000),
+            configuration: .init(
+                node: node, batchSize: 3, retryAfterMilliseconds: 2_000, rightsTimeoutMilliseconds: 3_000),
             feedWatermark: 0)
     }
 
@@ -44,7 +45,9 @@ private final class HubModel {
         for entry in entries {
             let high = UInt64(logs[store, default: []].count)
             if entry.sequence <= high { continue }
-            guard entry.sequence == high + 1 else { return .failure(.gap(origin: store, expected: high + 1, got: entry.sequence)) }
+            guard entry.sequence == high + 1 else {
+                return .failure(.gap(origin: store, expected: high + 1, got: entry.sequence))
+            }
             logs[store, default: []].append(entry)
             feed.append(FeedEntry(feedSequence: UInt64(feed.count + 1), entry: entry))
             replica.apply(entry.effects)
@@ -58,7 +61,8 @@ private final class HubModel {
         guard granted > 0, let write = try? replica.move(by: .hub, to: store, key, granted) else { return (0, nil) }
         let entry = LogEntry(
             origin: .hub, sequence: UInt64(logs[.hub, default: []].count + 1), timestamp: HLCTimestamp(rawValue: 1),
-            idempotencyKey: "", operation: .rightsMove(member: key.member, account: key.account, to: store, points: granted),
+            idempotencyKey: "",
+            operation: .rightsMove(member: key.member, account: key.account, to: store, points: granted),
             effects: [write])
         logs[.hub, default: []].append(entry)
         feed.append(FeedEntry(feedSequence: UInt64(feed.count + 1), entry: entry))
@@ -148,7 +152,8 @@ private struct Network {
                     scanned.filter { $0.entry.origin != excluding }, upTo: scanned.last?.feedSequence ?? after,
                     more: scanned.count == limit)
             case .grant(let id, let member, let account, let points):
-                let (granted, entry) = hub.grant(member: AccountKey(member: member, account: account), to: node, points: points)
+                let (granted, entry) = hub.grant(
+                    member: AccountKey(member: member, account: account), to: node, points: points)
                 next = session.granted(requestID: id, granted: granted, entry: entry)
             case .storeOnline: break
             case .close:
@@ -235,7 +240,8 @@ private struct Network {
             origin: NodeID(2), sequence: 1, timestamp: HLCTimestamp(rawValue: 1), idempotencyKey: "",
             operation: .rightsMove(member: member.member, account: .main, to: .hub, points: 1), effects: [])
         let actions = session.received(.push([forged]))
-        #expect(actions.last == .close(reason: "entry claims origin store-2 but the channel is authenticated as store-1"))
+        #expect(
+            actions.last == .close(reason: "entry claims origin store-2 but the channel is authenticated as store-1"))
         #expect(session.received(.pull(after: 0, limit: 1)).isEmpty, "nothing more is served")
     }
 
@@ -249,14 +255,17 @@ private struct Network {
     }
 
     @Test func rightsRequestsFailOfflineAndAfterATimeout() {
-        var session = EdgeSession(configuration: .init(node: NodeID(1), rightsTimeoutMilliseconds: 1_000), feedWatermark: 0)
+        var session = EdgeSession(
+            configuration: .init(node: NodeID(1), rightsTimeoutMilliseconds: 1_000), feedWatermark: 0)
         let offline = session.requestRights(member: member.member, account: .main, points: 5, now: 0)
         #expect(offline.actions == [.rightsFailed(requestID: offline.requestID, reason: "hub unreachable")])
         _ = session.connected()
         _ = session.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)
         let asked = session.requestRights(member: member.member, account: .main, points: 5, now: 100)
         #expect(session.tick(now: 500).allSatisfy { if case .rightsFailed = $0 { false } else { true } })
-        #expect(session.tick(now: 1_200).contains(.rightsFailed(requestID: asked.requestID, reason: "no answer from the hub in time")))
+        #expect(
+            session.tick(now: 1_200).contains(
+                .rightsFailed(requestID: asked.requestID, reason: "no answer from the hub in time")))
         #expect(session.received(.rightsGrant(requestID: asked.requestID, granted: 5, entry: nil), now: 1_300).isEmpty)
     }
 

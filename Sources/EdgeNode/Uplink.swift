@@ -231,6 +231,10 @@ final class Uplink {
                 retryDelay = 250
                 offlineSince = nil
                 logger.info("uplink online", metadata: ["hub": "\(settings.hub)", "hubHasUpTo": "\(high)"])
+            case .applyRules(let version, _):
+                // Rules are installed only once signed by the hub and verified here; until
+                // this store can verify a signature, an unsigned document is not applied.
+                logger.warning("rules document not applied: no verifiable signature", metadata: ["version": "\(version)"])
             case .close(let reason):
                 logger.warning("ending the session with the hub", metadata: ["reason": "\(reason)"])
                 teardown(reason: reason, retry: true)

@@ -65,6 +65,8 @@ public struct HubLedger: Sendable {
                 );
                 CREATE INDEX members_card ON members(card);
                 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+                -- Versioned rules documents distributed to stores.
+                CREATE TABLE rules (version INTEGER PRIMARY KEY, document BLOB NOT NULL, published_ms INTEGER NOT NULL);
                 """ + CounterSlots.schema)
     ])
 
@@ -203,6 +205,20 @@ public struct HubLedger: Sendable {
             effects: [SlotWrite(member: member, account: account, slot: slot, value: value)])
         try insert(db, entry)
         return (granted, entry)
+    }
+
+    // MARK: Rules
+
+    /// The newest rules document, when it is newer than `version`.
+    public func latestRules(_ db: SQLiteConnection, newerThan version: UInt64) throws -> (
+        version: UInt64, document: [UInt8]
+    )? {
+        guard
+            let row = try db.query(
+                "SELECT version, document FROM rules WHERE version > ? ORDER BY version DESC LIMIT 1", [.uint(version)]
+            ).first
+        else { return nil }
+        return (row.uint(0), row.blob(1))
     }
 
     // MARK: Queries

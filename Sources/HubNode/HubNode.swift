@@ -224,6 +224,14 @@ final class StoreSession {
                     case .failure(let error): self?.step { $0.failed("\(error)") }
                     }
                 }
+            case .loadRules(let newerThan):
+                writer.submit({ db in try ledger.latestRules(db, newerThan: newerThan) }) { [weak self] result in
+                    switch result {
+                    case .success(let rules):
+                        self?.step { $0.rulesLoaded(version: rules?.version ?? 0, document: rules?.document) }
+                    case .failure(let error): self?.step { $0.failed("\(error)") }
+                    }
+                }
             case .storeOnline(let high):
                 timer?.stop()
                 logger.info("store online", metadata: ["hubHasUpTo": "\(high)"])

@@ -32,7 +32,7 @@ public enum SyncErrorCode: UInt16, Sendable {
 /// The messages of an edge–hub session, carried inside encrypted channel frames.
 public enum SyncMessage: Sendable, Equatable {
     /// Edge → hub: who I am and how far I have pulled the hub's feed.
-    case hello(version: UInt16, node: NodeID, feedWatermark: UInt64)
+    case hello(version: UInt16, node: NodeID, feedWatermark: UInt64, rulesVersion: UInt64)
     /// Hub → edge: the highest entry of the edge's own log the hub already holds.
     case welcome(version: UInt16, originHighWater: UInt64)
     /// Edge → hub: entries of the edge's own log, in order.
@@ -48,6 +48,10 @@ public enum SyncMessage: Sendable, Equatable {
     /// Hub → edge: rights granted (possibly fewer than asked), with the hub's move entry.
     case rightsGrant(requestID: UInt32, granted: UInt64, entry: LogEntry?)
     case error(code: SyncErrorCode, message: String)
+    /// Hub → edge: the coalition's rules document at `version` (newer than the edge's).
+    case rules(version: UInt64, document: [UInt8])
+
+    public static let maxRulesBytes = 256 * 1024
 
     public static let maxBatch = 512
 
@@ -56,11 +60,12 @@ public enum SyncMessage: Sendable, Equatable {
         writer.write(WireVersion.major)
         writer.write(WireVersion.minor)
         switch self {
-        case .hello(let version, let node, let watermark):
+        case .hello(let version, let node, let watermark, let rulesVersion):
             writer.write(UInt8(1))
             writer.write(version)
             writer.write(node.rawValue)
             writer.write(watermark)
+            writer.write(rulesVersion)
         case .welcome(let version, let high):
             writer.write(UInt8(2))
             writer.write(version)
@@ -101,6 +106,10 @@ public enum SyncMessage: Sendable, Equatable {
             writer.write(UInt8(9))
             writer.write(code.rawValue)
             writer.writeString(message)
+        case .rules(let version, let document):
+            writer.write(UInt8(10))
+            writer.write(version)
+            writer.writeBytes(document)
         }
         return writer.bytes
     }
@@ -121,7 +130,7 @@ public enum SyncMessage: Sendable, Equatable {
         case 1:
             self = .hello(
                 version: try reader.readUInt16(), node: NodeID(try reader.readUInt32()),
-                feedWatermark: try reader.readUInt64())
+                feedWatermark: try reader.readUInt64(), rulesVersion: try reader.readUInt64())
         case 2:
             self = .welcome(version: try reader.readUInt16(), originHighWater: try reader.readUInt64())
         case 3:
@@ -163,6 +172,9 @@ public enum SyncMessage: Sendable, Equatable {
                 throw .unknownTag(field: "error code", value: UInt64(raw))
             }
             self = .error(code: code, message: try reader.readString(field: "error message", limit: 4096))
+        case 10:
+            self = .rules(
+                version: try reader.readUInt64(), document: try reader.readBytes(field: "rules", limit: Self.maxRulesBytes))
         default:
             throw .unknownTag(field: "message", value: UInt64(tag))
         }

@@ -31,7 +31,7 @@ import Testing
             operation: .rightsMove(member: member, account: .main, to: NodeID(2), points: 40),
             effects: [SlotWrite(member: member, account: .main, slot: .moved(.hub, NodeID(2)), value: 40)])
         return [
-            ("hello", .hello(version: 1, node: NodeID(2), feedWatermark: 7)),
+            ("hello", .hello(version: 1, node: NodeID(2), feedWatermark: 7, rulesVersion: 3)),
             ("welcome", .welcome(version: 1, originHighWater: 3)),
             ("push", .push([register, purchase])),
             ("ack", .ack(upTo: 2)),
@@ -40,6 +40,7 @@ import Testing
             ("rights-request", .rightsRequest(requestID: 1, member: member, account: .main, points: 40)),
             ("rights-grant", .rightsGrant(requestID: 1, granted: 40, entry: grant)),
             ("error", .error(code: .refusedEntry, message: "gap")),
+            ("rules", .rules(version: 2, document: Array("rules-v2".utf8))),
         ]
     }
 

@@ -128,6 +128,7 @@ private struct Network {
                 edge.granted[id] = writes
             case .rightsFailed(let id, _): edge.failedRights.append(id)
             case .wentOnline: break
+            case .applyRules(let version, _): edge.session.rulesApplied(version: version)
             case .close: disconnect(index)
             }
         }
@@ -155,6 +156,7 @@ private struct Network {
                 let (granted, entry) = hub.grant(
                     member: AccountKey(member: member, account: account), to: node, points: points)
                 next = session.granted(requestID: id, granted: granted, entry: entry)
+            case .loadRules: next = session.rulesLoaded(version: 0, document: nil)
             case .storeOnline: break
             case .close:
                 hub.sessions[node] = nil
@@ -234,7 +236,7 @@ private struct Network {
 
     @Test func theHubRefusesEntriesOfAnotherOriginAndEndsTheSession() {
         var session = HubSession(store: NodeID(1))
-        _ = session.received(.hello(version: syncProtocolVersion, node: NodeID(1), feedWatermark: 0))
+        _ = session.received(.hello(version: syncProtocolVersion, node: NodeID(1), feedWatermark: 0, rulesVersion: 0))
         _ = session.highWaterLoaded(0)
         let forged = LogEntry(
             origin: NodeID(2), sequence: 1, timestamp: HLCTimestamp(rawValue: 1), idempotencyKey: "",
@@ -247,7 +249,7 @@ private struct Network {
 
     @Test func aHelloClaimingAnotherNodeIsRefused() {
         var session = HubSession(store: NodeID(1))
-        let actions = session.received(.hello(version: syncProtocolVersion, node: NodeID(7), feedWatermark: 0))
+        let actions = session.received(.hello(version: syncProtocolVersion, node: NodeID(7), feedWatermark: 0, rulesVersion: 0))
         guard case .close? = actions.last else {
             Issue.record("expected a close, got \(actions)")
             return
@@ -283,5 +285,23 @@ private struct Network {
             Issue.record("expected a close, got \(actions)")
             return
         }
+    }
+
+    @Test func aNewerRulesDocumentIsOfferedAfterTheWelcomeAndNeverAnOlderOne() {
+        var hub = HubSession(store: NodeID(1))
+        var edge = EdgeSession(configuration: .init(node: NodeID(1)), feedWatermark: 0, rulesVersion: 3)
+        guard case .send(let hello)? = edge.connected().first else {
+            Issue.record("no hello")
+            return
+        }
+        #expect(hub.received(hello) == [.loadHighWater(origin: NodeID(1)), .loadRules(newerThan: 3)])
+        #expect(hub.rulesLoaded(version: 4, document: [1, 2]).isEmpty, "held until the welcome")
+        let ready = hub.highWaterLoaded(0)
+        #expect(ready.last == .send(.rules(version: 4, document: [1, 2])))
+        _ = edge.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)
+        #expect(edge.received(.rules(version: 4, document: [1, 2]), now: 0) == [.applyRules(version: 4, document: [1, 2])])
+        edge.rulesApplied(version: 4)
+        #expect(edge.received(.rules(version: 4, document: [1, 2]), now: 0).isEmpty)
+        #expect(edge.received(.rules(version: 2, document: [9]), now: 0).isEmpty, "rules never go backwards")
     }
 }

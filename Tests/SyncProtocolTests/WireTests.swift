@@ -37,7 +37,8 @@ private func sampleEntries() -> [LogEntry] {
     @Test func everySyncMessageRoundTrips() throws {
         let entries = sampleEntries()
         let messages: [SyncMessage] = [
-            .hello(version: 1, node: NodeID(3), feedWatermark: 99),
+            .hello(version: 1, node: NodeID(3), feedWatermark: 99, rulesVersion: 4),
+            .rules(version: 5, document: Array("{\"accrual\":500}".utf8)),
             .welcome(version: 1, originHighWater: 12),
             .push(entries),
             .ack(upTo: 2),

@@ -37,6 +37,8 @@ public struct EdgeSession: Sendable {
         case rightsGranted(requestID: UInt32, writes: [SlotWrite])
         case rightsFailed(requestID: UInt32, reason: String)
         case wentOnline(hubHasUpTo: UInt64)
+        /// Verify and install this rules document, then call `rulesApplied` (or ignore it if refused).
+        case applyRules(version: UInt64, document: [UInt8])
         /// End the connection; the driver reconnects with backoff.
         case close(reason: String)
     }
@@ -70,9 +72,13 @@ public struct EdgeSession: Sendable {
     private var pendingRights: [UInt32: UInt64] = [:]
     private var nextRequestID: UInt32 = 1
 
-    public init(configuration: Configuration, feedWatermark: UInt64) {
+    /// The version of the rules document this store runs.
+    public private(set) var rulesVersion: UInt64
+
+    public init(configuration: Configuration, feedWatermark: UInt64, rulesVersion: UInt64 = 0) {
         self.configuration = configuration
         self.feedWatermark = feedWatermark
+        self.rulesVersion = rulesVersion
     }
 
     public var isOnline: Bool { state == .online }
@@ -88,7 +94,10 @@ public struct EdgeSession: Sendable {
     }
 
     private var hello: Action {
-        .send(.hello(version: syncProtocolVersion, node: configuration.node, feedWatermark: feedWatermark))
+        .send(
+            .hello(
+                version: syncProtocolVersion, node: configuration.node, feedWatermark: feedWatermark,
+                rulesVersion: rulesVersion))
     }
 
     /// The connection is gone: everything in flight is forgotten, rights requests fail.
@@ -145,6 +154,9 @@ public struct EdgeSession: Sendable {
                 }
             }
             return [.rightsGranted(requestID: requestID, writes: entry?.effects ?? [])]
+        case (.online, .rules(let version, let document)):
+            // An older or repeated document is ignored: rules never go backwards.
+            return version > rulesVersion ? [.applyRules(version: version, document: document)] : []
         case (_, .error(let code, let text)):
             return close("hub refused the session (\(code)): \(text)")
         case (.disconnected, _), (.awaitingWelcome, _):
@@ -176,6 +188,11 @@ public struct EdgeSession: Sendable {
     /// The feed could not be applied (a gap, a forged entry): end the session.
     public mutating func changesRefused(_ reason: String) -> [Action] {
         close("refused changes from the hub: \(reason)")
+    }
+
+    /// The driver verified and installed a rules document.
+    public mutating func rulesApplied(version: UInt64) {
+        rulesVersion = max(rulesVersion, version)
     }
 
     // MARK: Local events

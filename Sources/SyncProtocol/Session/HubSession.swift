@@ -12,6 +12,8 @@ public struct HubSession: Sendable {
         case loadFeed(after: UInt64, limit: Int, excluding: NodeID)
         /// Move up to `points` of the hub's rights to the store, then call `granted`.
         case grant(requestID: UInt32, member: MemberID, account: Account, points: UInt64)
+        /// Look up the newest rules document if it is newer than `version`, then call `rulesLoaded`.
+        case loadRules(newerThan: UInt64)
         /// The store is online (after hello and welcome).
         case storeOnline(hubHasUpTo: UInt64)
         /// End the session, logging `reason`.
@@ -28,6 +30,7 @@ public struct HubSession: Sendable {
     /// The store this channel is authenticated as.
     public let store: NodeID
     private var state = State.awaitingHello
+    private var pendingRules: (version: UInt64, document: [UInt8])?
 
     public init(store: NodeID) { self.store = store }
 
@@ -42,7 +45,7 @@ public struct HubSession: Sendable {
         switch (state, message) {
         case (.closed, _):
             return []
-        case (.awaitingHello, .hello(let version, let node, _)):
+        case (.awaitingHello, .hello(let version, let node, _, let rulesVersion)):
             guard version == syncProtocolVersion else {
                 return refuse(
                     .unsupportedVersion, "store speaks protocol version \(version), hub speaks \(syncProtocolVersion)")
@@ -51,7 +54,7 @@ public struct HubSession: Sendable {
                 return refuse(.refusedEntry, "channel is authenticated as \(store) but the hello says \(node)")
             }
             state = .loadingHighWater
-            return [.loadHighWater(origin: store)]
+            return [.loadHighWater(origin: store), .loadRules(newerThan: rulesVersion)]
         case (.ready, .push(let entries)):
             for entry in entries {
                 guard entry.origin == store else {
@@ -65,7 +68,7 @@ public struct HubSession: Sendable {
             return [.loadFeed(after: after, limit: Int(min(limit, UInt32(SyncMessage.maxBatch))), excluding: store)]
         case (.ready, .rightsRequest(let requestID, let member, let account, let points)):
             return [.grant(requestID: requestID, member: member, account: account, points: points)]
-        case (.ready, .hello(let version, let node, _)) where version == syncProtocolVersion && node == store:
+        case (.ready, .hello(let version, let node, _, _)) where version == syncProtocolVersion && node == store:
             state = .loadingHighWater  // a repeated hello: answer it again
             return [.loadHighWater(origin: store)]
         case (.loadingHighWater, .hello):
@@ -83,7 +86,22 @@ public struct HubSession: Sendable {
     public mutating func highWaterLoaded(_ high: UInt64) -> [Action] {
         guard state == .loadingHighWater else { return [] }
         state = .ready
-        return [.storeOnline(hubHasUpTo: high), .send(.welcome(version: syncProtocolVersion, originHighWater: high))]
+        var actions: [Action] = [
+            .storeOnline(hubHasUpTo: high), .send(.welcome(version: syncProtocolVersion, originHighWater: high)),
+        ]
+        if let (version, document) = pendingRules {
+            pendingRules = nil
+            actions.append(.send(.rules(version: version, document: document)))
+        }
+        return actions
+    }
+
+    /// The newest rules document, if newer than the store's; sent once the session is ready.
+    public mutating func rulesLoaded(version: UInt64, document: [UInt8]?) -> [Action] {
+        guard let document, state == .ready || state == .loadingHighWater else { return [] }
+        if state == .ready { return [.send(.rules(version: version, document: document))] }
+        pendingRules = (version, document)
+        return []
     }
 
     public mutating func merged(upTo high: UInt64) -> [Action] {

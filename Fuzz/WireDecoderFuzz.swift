@@ -14,7 +14,7 @@ public func fuzzWireDecoders(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
         precondition((try? LogEntry(decoding: entry.encoded)) == entry, "log entry round trip changed the entry")
     }
     // The channel's first flight: a responder must refuse garbage cleanly.
-    let responder = SecureChannel.responder(identity: fuzzIdentity)
+    let responder = SecureChannel.responder(identity: fuzzIdentity, guardian: HandshakeGuard(capacity: 16))
     _ = responder.receive(bytes)
     return 0
 }

@@ -34,6 +34,9 @@ public final class LocalCluster: @unchecked Sendable {
     private var storeProcesses: [String: Process] = [:]
     private var storeArguments: [String: [String]] = [:]
     public var syncIntervalMilliseconds = 200
+    public var handshakeTimeoutMilliseconds = 5_000
+    /// The hub's sync address once started.
+    public var hubAddress: SocketAddress { SocketAddress(host: "127.0.0.1", port: hubPort) }
 
     public init(binaries: URL, workDirectory: URL) throws {
         self.binaries = binaries
@@ -125,7 +128,12 @@ public final class LocalCluster: @unchecked Sendable {
         hubKey = try runTool("hub", ["keygen", "--key", keyPath])
         hubPort = try Self.freePort()
         try launch(
-            "hub", ["run", "--data", hubData, "--key", keyPath, "--listen", "127.0.0.1:\(hubPort)"], log: "hub.log")
+            "hub",
+            [
+                "run", "--data", hubData, "--key", keyPath, "--listen", "127.0.0.1:\(hubPort)",
+                "--handshake-timeout-ms",
+                "\(handshakeTimeoutMilliseconds)", "--revocation-check-ms", "500",
+            ], log: "hub.log")
         try waitForPort(hubPort, what: "hub")
     }
 

@@ -113,7 +113,8 @@ final class Uplink {
     }
 
     private func connected(_ stream: TCPStream) {
-        let (channel, hello) = SecureChannel.initiator(identity: identity, pinnedPeer: settings.hubKey)
+        let (channel, hello) = SecureChannel.initiator(
+            identity: identity, pinnedPeer: settings.hubKey, now: wallClockMilliseconds())
         self.channel = channel
         stream.onRead = { [unowned self] bytes in self.received(bytes) }
         stream.onEnd = { [unowned self] error in
@@ -155,7 +156,7 @@ final class Uplink {
 
     private func received(_ bytes: [UInt8]) {
         guard let channel else { return }
-        for event in channel.receive(bytes) {
+        for event in channel.receive(bytes, now: loop.nowMilliseconds) {
             switch event {
             case .send(let out): stream?.write(out)
             case .established(let peer):
@@ -185,7 +186,9 @@ final class Uplink {
         for action in actions {
             switch action {
             case .send(let message):
-                guard let channel, let record = channel.seal(message.encoded) else { continue }
+                guard let channel, let record = channel.seal(message.encoded, now: loop.nowMilliseconds) else {
+                    continue
+                }
                 stream?.write(record)
             case .loadPush(let after, let limit):
                 let ledger = self.ledger
@@ -234,7 +237,8 @@ final class Uplink {
             case .applyRules(let version, _):
                 // Rules are installed only once signed by the hub and verified here; until
                 // this store can verify a signature, an unsigned document is not applied.
-                logger.warning("rules document not applied: no verifiable signature", metadata: ["version": "\(version)"])
+                logger.warning(
+                    "rules document not applied: no verifiable signature", metadata: ["version": "\(version)"])
             case .close(let reason):
                 logger.warning("ending the session with the hub", metadata: ["reason": "\(reason)"])
                 teardown(reason: reason, retry: true)

@@ -9,6 +9,11 @@ public struct HubConfiguration: Sendable {
     public var keyFile: String
     public var listen: SocketAddress
     public var handshakeTimeoutMilliseconds: UInt64 = 5_000
+    /// How often live sessions are checked against revocations.
+    public var revocationCheckMilliseconds: UInt64 = 2_000
+    /// Handshakes one peer address may start per second (and in a burst).
+    public var handshakesPerSecond: Double = 5
+    public var handshakeBurst: Double = 10
 
     public init(dataDirectory: String, keyFile: String, listen: SocketAddress) {
         self.dataDirectory = dataDirectory
@@ -32,18 +37,28 @@ public final class HubNode {
     private var signals: [SignalWatcher] = []
     private var parentWatch: LoopTimer?
     private let logger: Logger
+    private let guardian = HandshakeGuard()
+    private var rateLimiter: HandshakeRateLimiter
+    private var throttledLogged: UInt64 = 0
+    private let revocationTimer: LoopTimer
     public private(set) var port: UInt16 = 0
 
     public init(configuration: HubConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        rateLimiter = HandshakeRateLimiter(
+            ratePerSecond: configuration.handshakesPerSecond, burst: configuration.handshakeBurst)
         identity = try KeyFile.load(from: configuration.keyFile)
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         let db = try HubLedger.open(path: configuration.databasePath)
         loop = try EventLoop()
         writer = try DatabaseWriter(loop: loop, connection: db)
         listener = try TCPListener(loop: loop)
+        revocationTimer = try LoopTimer(loop: loop)
         port = try listener.listen(on: configuration.listen) { [unowned self] stream in self.accept(stream) }
+        revocationTimer.start(
+            after: configuration.revocationCheckMilliseconds, repeat: configuration.revocationCheckMilliseconds
+        ) { [unowned self] in self.closeRevokedSessions() }
         for signal in [SIGINT, SIGTERM] {
             signals.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.shutdown() })
         }
@@ -53,9 +68,21 @@ public final class HubNode {
     }
 
     private func accept(_ stream: TCPStream) {
+        let peer = stream.peerHost ?? "unknown"
+        guard rateLimiter.allow(peer, now: loop.nowMilliseconds) else {
+            // Log the first refusal of each second only, so a flood cannot flood the log.
+            if loop.nowMilliseconds / 1000 != throttledLogged {
+                throttledLogged = loop.nowMilliseconds / 1000
+                logger.warning("handshake rate limit: connection refused", metadata: ["peer": "\(peer)"])
+            }
+            stream.close()
+            return
+        }
+        var sessionLogger = logger
+        sessionLogger[metadataKey: "peer"] = "\(peer)"
         let session = StoreSession(
-            stream: stream, loop: loop, writer: writer, ledger: ledger, identity: identity,
-            handshakeTimeout: configuration.handshakeTimeoutMilliseconds, logger: logger)
+            stream: stream, loop: loop, writer: writer, ledger: ledger, identity: identity, guardian: guardian,
+            handshakeTimeout: configuration.handshakeTimeoutMilliseconds, logger: sessionLogger)
         let id = ObjectIdentifier(session)
         sessions[id] = session
         session.onFinished = { [unowned self] in sessions[id] = nil }
@@ -67,6 +94,20 @@ public final class HubNode {
         parentWatch = try watchParent(loop: loop) { [unowned self] in self.shutdown() }
     }
 
+    /// Ends the live session of every store revoked since it connected.
+    private func closeRevokedSessions() {
+        guard sessions.values.contains(where: { $0.storeID != nil }) else { return }
+        let ledger = self.ledger
+        writer.submit({ db in Set(try ledger.stores(db).filter(\.revoked).map(\.id)) }) { [weak self] result in
+            guard let self, case .success(let revoked) = result else { return }
+            for session in self.sessions.values {
+                if let store = session.storeID, revoked.contains(store) {
+                    session.finish(reason: "store key revoked", orderly: true)
+                }
+            }
+        }
+    }
+
     public func run() {
         loop.run()
         loop.shutdown()
@@ -75,6 +116,7 @@ public final class HubNode {
     public func shutdown() {
         logger.info("hub stopping")
         listener.close()
+        revocationTimer.close()
         for session in sessions.values { session.finish(reason: "hub shutting down", orderly: true) }
         writer.close()
         for signal in signals { signal.close() }
@@ -90,21 +132,25 @@ final class StoreSession {
     private let writer: DatabaseWriter
     private let ledger: HubLedger
     private let channel: SecureChannel
+    private let loop: EventLoop
     private let timer: LoopTimer?
     private var logger: Logger
     private var session: HubSession?
     private var finished = false
     var onFinished: (() -> Void)?
+    /// The store this session is authenticated as, once known.
+    var storeID: NodeID? { session?.store }
 
     init(
         stream: TCPStream, loop: EventLoop, writer: DatabaseWriter, ledger: HubLedger, identity: SigningKeyPair,
-        handshakeTimeout: UInt64, logger: Logger
+        guardian: HandshakeGuard, handshakeTimeout: UInt64, logger: Logger
     ) {
         self.stream = stream
+        self.loop = loop
         self.writer = writer
         self.ledger = ledger
         self.logger = logger
-        channel = SecureChannel.responder(identity: identity)
+        channel = SecureChannel.responder(identity: identity, guardian: guardian)
         timer = try? LoopTimer(loop: loop)
         // No slowloris: a peer that has not completed the handshake and hello in time is dropped.
         timer?.start(after: handshakeTimeout) { [weak self] in
@@ -126,7 +172,7 @@ final class StoreSession {
     func finish(reason: String, orderly: Bool) {
         guard !finished else { return }
         finished = true
-        if orderly, let final = channel.sealFinal() { stream.write(final) }
+        if orderly, let final = channel.sealFinal(now: loop.nowMilliseconds) { stream.write(final) }
         logger.info("session ended", metadata: ["reason": "\(reason)"])
         timer?.close()
         stream.closeAfterWrites()
@@ -134,7 +180,7 @@ final class StoreSession {
     }
 
     private func received(_ bytes: [UInt8]) {
-        handle(channel.receive(bytes))
+        handle(channel.receive(bytes, now: loop.nowMilliseconds))
     }
 
     private func handle(_ events: [ChannelEvent]) {
@@ -149,10 +195,10 @@ final class StoreSession {
                     if case .success(let store?) = result {
                         self.session = HubSession(store: store.id)
                         self.logger[metadataKey: "store"] = "\(store.name)"
-                        self.handle(self.channel.peerVerified(allowed: true))
+                        self.handle(self.channel.peerVerified(allowed: true, now: self.loop.nowMilliseconds))
                     } else {
                         self.logger.warning("refused store key", metadata: ["key": "\(key)"])
-                        self.handle(self.channel.peerVerified(allowed: false))
+                        self.handle(self.channel.peerVerified(allowed: false, now: self.loop.nowMilliseconds))
                     }
                 }
             case .established:
@@ -187,7 +233,7 @@ final class StoreSession {
             guard !finished else { return }
             switch action {
             case .send(let message):
-                guard let record = channel.seal(message.encoded) else { continue }
+                guard let record = channel.seal(message.encoded, now: loop.nowMilliseconds) else { continue }
                 stream.write(record)
             case .loadHighWater(let origin):
                 writer.submit({ db in try ledger.originHighWater(db, origin: origin) }) { [weak self] result in

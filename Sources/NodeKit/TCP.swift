@@ -175,6 +175,29 @@ public final class TCPStream: LoopHandle {
         }
     }
 
+    /// The peer's IP address as text, or nil when it cannot be read.
+    public var peerHost: String? {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(tcp, $0, &length) }
+        }
+        guard rc == 0 else { return nil }
+        var name = [CChar](repeating: 0, count: 64)
+        let family = Int32(storage.ss_family)
+        let named = withUnsafePointer(to: &storage) { pointer -> Int32 in
+            if family == AF_INET6 {
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+                    uv_ip6_name($0, &name, name.count)
+                }
+            }
+            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { uv_ip4_name($0, &name, name.count) }
+        }
+        guard named == 0 else { return nil }
+        let bytes = name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// Bytes queued and not yet written to the kernel (back-pressure).
     public var queuedBytes: Int { uv_stream_get_write_queue_size(stream) }
 

@@ -140,6 +140,17 @@ public final class SigningKeyPair: Sendable {
         return SigningKeyPair(publicKey: PublicKey(bytes: pk)!, secret: secret)
     }
 
+    /// A key pair from a 32-byte seed (for test vectors; real keys come from `generate`).
+    public static func fromSeed(_ seed: [UInt8]) -> SigningKeyPair {
+        Sodium.ensureInitialized()
+        precondition(seed.count == Int(crypto_sign_SEEDBYTES))
+        var pk = [UInt8](repeating: 0, count: PublicKey.byteCount)
+        let secret = SecretBytes(count: secretByteCount)
+        let rc = crypto_sign_seed_keypair(&pk, secret.pointer, seed)
+        precondition(rc == 0, "crypto_sign_seed_keypair failed")
+        return SigningKeyPair(publicKey: PublicKey(bytes: pk)!, secret: secret)
+    }
+
     private init(publicKey: PublicKey, secret: SecretBytes) {
         self.publicKey = publicKey
         self.secret = secret
@@ -248,65 +259,4 @@ enum AEAD {
     }
 
     static var zeroNonce: [UInt8] { [UInt8](repeating: 0, count: Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)) }
-}
-
-/// The sending half of `crypto_secretstream_xchacha20poly1305`: one per direction.
-final class SecretStreamPush {
-    static let headerBytes = Int(crypto_secretstream_xchacha20poly1305_HEADERBYTES)
-    static let overhead = Int(crypto_secretstream_xchacha20poly1305_ABYTES)
-    private let state = UnsafeMutablePointer<crypto_secretstream_xchacha20poly1305_state>.allocate(capacity: 1)
-    private(set) var header: [UInt8] = []
-
-    init(key: SecretBytes) throws(SodiumError) {
-        // `header` has a default so deinit runs (and frees `state`) if this init throws.
-        var header = [UInt8](repeating: 0, count: SecretStreamPush.headerBytes)
-        let rc = crypto_secretstream_xchacha20poly1305_init_push(state, &header, key.pointer)
-        guard rc == 0 else { throw SodiumError(operation: "crypto_secretstream_xchacha20poly1305_init_push") }
-        self.header = header
-    }
-
-    func push(_ message: [UInt8], final: Bool) -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: message.count + SecretStreamPush.overhead)
-        let tag =
-            final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
-        let rc = crypto_secretstream_xchacha20poly1305_push(
-            state, &output, nil, message, UInt64(message.count), nil, 0, UInt8(tag))
-        precondition(rc == 0, "crypto_secretstream_xchacha20poly1305_push failed")
-        return output
-    }
-
-    deinit {
-        sodium_memzero(state, MemoryLayout<crypto_secretstream_xchacha20poly1305_state>.size)
-        state.deallocate()
-    }
-}
-
-/// The receiving half of `crypto_secretstream_xchacha20poly1305`.
-final class SecretStreamPull {
-    private let state = UnsafeMutablePointer<crypto_secretstream_xchacha20poly1305_state>.allocate(capacity: 1)
-
-    init(key: SecretBytes, header: [UInt8]) throws(SodiumError) {
-        // All stored properties are initialised here, so deinit frees `state` on every throw.
-        guard header.count == SecretStreamPush.headerBytes else {
-            throw SodiumError(operation: "secretstream header has the wrong size")
-        }
-        let rc = crypto_secretstream_xchacha20poly1305_init_pull(state, header, key.pointer)
-        guard rc == 0 else { throw SodiumError(operation: "crypto_secretstream_xchacha20poly1305_init_pull") }
-    }
-
-    /// Decrypts one frame; nil when it fails authentication (tampered, reordered, replayed).
-    func pull(_ ciphertext: [UInt8]) -> (message: [UInt8], final: Bool)? {
-        guard ciphertext.count >= SecretStreamPush.overhead else { return nil }
-        var output = [UInt8](repeating: 0, count: ciphertext.count - SecretStreamPush.overhead)
-        var tag: UInt8 = 0
-        let rc = crypto_secretstream_xchacha20poly1305_pull(
-            state, &output, nil, &tag, ciphertext, UInt64(ciphertext.count), nil, 0)
-        guard rc == 0 else { return nil }
-        return (output, tag == UInt8(crypto_secretstream_xchacha20poly1305_TAG_FINAL))
-    }
-
-    deinit {
-        sodium_memzero(state, MemoryLayout<crypto_secretstream_xchacha20poly1305_state>.size)
-        state.deallocate()
-    }
 }

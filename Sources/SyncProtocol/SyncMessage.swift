@@ -174,7 +174,8 @@ public enum SyncMessage: Sendable, Equatable {
             self = .error(code: code, message: try reader.readString(field: "error message", limit: 4096))
         case 10:
             self = .rules(
-                version: try reader.readUInt64(), document: try reader.readBytes(field: "rules", limit: Self.maxRulesBytes))
+                version: try reader.readUInt64(),
+                document: try reader.readBytes(field: "rules", limit: Self.maxRulesBytes))
         default:
             throw .unknownTag(field: "message", value: UInt64(tag))
         }

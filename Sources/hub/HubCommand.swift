@@ -46,6 +46,13 @@ extension Hub {
         var listen: String = "127.0.0.1:7400"
         @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
         var logLevel: String = "info"
+        @Option(
+            name: .customLong("handshake-timeout-ms"),
+            help: "Drop a connection that has not completed the handshake and hello in this time.")
+        var handshakeTimeout: UInt64 = 5_000
+        @Option(
+            name: .customLong("revocation-check-ms"), help: "How often live sessions are checked against revocations.")
+        var revocationCheck: UInt64 = 2_000
 
         func validate() throws {
             guard SocketAddress(listen) != nil else { throw ValidationError("--listen must be HOST:PORT") }
@@ -58,10 +65,11 @@ extension Hub {
             var logger = Logger(label: "hub")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             prepareProcessSignals()
-            let hub = try HubNode(
-                configuration: HubConfiguration(
-                    dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!),
-                logger: logger)
+            var configuration = HubConfiguration(
+                dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!)
+            configuration.handshakeTimeoutMilliseconds = handshakeTimeout
+            configuration.revocationCheckMilliseconds = revocationCheck
+            let hub = try HubNode(configuration: configuration, logger: logger)
             if shouldWatchParent { try hub.stopWhenParentExits() }
             hub.run()
         }

@@ -65,6 +65,19 @@ private func withCluster<T>(_ body: (LocalCluster) throws -> T) throws -> T {
         }
     }
 
+    @Test func aStalledHandshakeIsDropped() throws {
+        try withCluster { cluster in
+            cluster.handshakeTimeoutMilliseconds = 500
+            try cluster.startHub()
+            let silent = try BlockingLineClient(connectTo: cluster.hubAddress, timeoutSeconds: 5)
+            let start = Date()
+            #expect(throws: BlockingLineClient.Failure.self) { _ = try silent.readLine() }
+            let waited = Date().timeIntervalSince(start)
+            #expect(waited < 4, "the hub closed the silent connection after \(waited) s")
+            #expect(cluster.hubLog().contains("handshake not completed in time"))
+        }
+    }
+
     @Test func anAcknowledgedPurchaseSurvivesKillNine() throws {
         try withCluster { cluster in
             try cluster.startHub()
@@ -88,15 +101,16 @@ private func withCluster<T>(_ body: (LocalCluster) throws -> T) throws -> T {
         }
     }
 
-    @Test func aRevokedStoreCannotSync() throws {
+    @Test func revokingAStoreClosesItsLiveSessionAndRefusesItsNextHandshake() throws {
         try withCluster { cluster in
             try cluster.startHub()
             try cluster.addStore(name: "A", partner: "grocer")
             let pos = try cluster.pos("A")
             try cluster.wait(upTo: 15, for: "store A online") { try pos.call("node.status")["online"] == .bool(true) }
             try cluster.revoke("A")
-            try cluster.cut("A")
-            try cluster.restore("A")
+            try cluster.wait(upTo: 15, for: "the hub to close the revoked store's session") {
+                cluster.hubLog().contains("store key revoked")
+            }
             try cluster.wait(upTo: 15, for: "the hub to refuse the revoked key") {
                 cluster.hubLog().contains("refused store key")
             }

@@ -249,7 +249,8 @@ private struct Network {
 
     @Test func aHelloClaimingAnotherNodeIsRefused() {
         var session = HubSession(store: NodeID(1))
-        let actions = session.received(.hello(version: syncProtocolVersion, node: NodeID(7), feedWatermark: 0, rulesVersion: 0))
+        let actions = session.received(
+            .hello(version: syncProtocolVersion, node: NodeID(7), feedWatermark: 0, rulesVersion: 0))
         guard case .close? = actions.last else {
             Issue.record("expected a close, got \(actions)")
             return
@@ -299,7 +300,8 @@ private struct Network {
         let ready = hub.highWaterLoaded(0)
         #expect(ready.last == .send(.rules(version: 4, document: [1, 2])))
         _ = edge.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)
-        #expect(edge.received(.rules(version: 4, document: [1, 2]), now: 0) == [.applyRules(version: 4, document: [1, 2])])
+        #expect(
+            edge.received(.rules(version: 4, document: [1, 2]), now: 0) == [.applyRules(version: 4, document: [1, 2])])
         edge.rulesApplied(version: 4)
         #expect(edge.received(.rules(version: 4, document: [1, 2]), now: 0).isEmpty)
         #expect(edge.received(.rules(version: 2, document: [9]), now: 0).isEmpty, "rules never go backwards")

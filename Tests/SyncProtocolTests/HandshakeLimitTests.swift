@@ -7,9 +7,12 @@ import Testing
         var limiter = HandshakeRateLimiter(ratePerSecond: 5, burst: 10)
         let burst = (0..<20).filter { _ in limiter.allow("10.0.0.1", now: 1_000) }.count
         #expect(burst == 10)
-        #expect(limiter.allow("10.0.0.2", now: 1_000), "another address has its own bucket")
-        #expect(!limiter.allow("10.0.0.1", now: 1_100))
-        #expect(limiter.allow("10.0.0.1", now: 1_200), "one token back after 200 ms at 5/s")
+        let other = limiter.allow("10.0.0.2", now: 1_000)
+        let tooSoon = limiter.allow("10.0.0.1", now: 1_100)
+        let refilled = limiter.allow("10.0.0.1", now: 1_200)
+        #expect(other, "another address has its own bucket")
+        #expect(!tooSoon)
+        #expect(refilled, "one token back after 200 ms at 5/s")
         let nextSecond = (0..<20).filter { _ in limiter.allow("10.0.0.1", now: 2_200) }.count
         #expect(nextSecond == 5)
     }

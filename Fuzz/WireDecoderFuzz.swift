@@ -19,4 +19,4 @@ public func fuzzWireDecoders(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     return 0
 }
 
-nonisolated(unsafe) private let fuzzIdentity = SigningKeyPair.generate()
+private let fuzzIdentity = SigningKeyPair.generate()

@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug
 
-.PHONY: bootstrap build demo test fuzz bench-sync lint clean
+.PHONY: bootstrap build demo test fuzz bench-sync bench-channel lint clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -27,6 +27,10 @@ fuzz: bootstrap
 ## make bench-sync: SyncProtocol core figures (slot merges, encode/decode, 1 % delta of 1M members).
 bench-sync: bootstrap
 	$(SWIFT) run -c release SyncBench
+
+## make bench-channel: bulk sync through the channel against plaintext loopback; handshakes per second.
+bench-channel: bootstrap
+	$(SWIFT) run -c release ChannelBench
 
 ## make lint: swift-format over sources, simulations and tests.
 lint:

@@ -73,6 +73,9 @@ let package = Package(
 
         // Figures for the protocol core; `make bench-sync` runs it in release mode.
         .executableTarget(name: "SyncBench", dependencies: ["SyncProtocol"], path: "Benchmarks/SyncBench"),
+        // Channel throughput against plaintext loopback, and handshakes per second; `make bench-channel`.
+        .executableTarget(
+            name: "ChannelBench", dependencies: ["SyncProtocol", "NodeKit"], path: "Benchmarks/ChannelBench"),
 
         .testTarget(
             name: "SyncProtocolTests",

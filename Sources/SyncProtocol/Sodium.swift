@@ -258,5 +258,49 @@ enum AEAD {
         return rc == 0 ? output : nil
     }
 
+    /// Encrypts `plaintext` into `output` (which must hold plaintext + overhead bytes).
+    static func seal(
+        _ plaintext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, key: SecretBytes,
+        nonce: [UInt8], additional: [UInt8], suite: CipherSuite = .xchacha20poly1305
+    ) -> Int {
+        var length: UInt64 = 0
+        let out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let input = plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        let rc =
+            suite == .aes256gcm
+            ? crypto_aead_aes256gcm_encrypt(
+                out, &length, input, UInt64(plaintext.count), additional, UInt64(additional.count), nil, nonce,
+                key.pointer)
+            : crypto_aead_xchacha20poly1305_ietf_encrypt(
+                out, &length, input, UInt64(plaintext.count), additional, UInt64(additional.count), nil, nonce,
+                key.pointer)
+        precondition(rc == 0, "AEAD encryption failed")
+        return Int(length)
+    }
+
+    /// Decrypts straight from a buffer; nil when authentication fails.
+    static func open(
+        _ ciphertext: UnsafeRawBufferPointer, key: SecretBytes, nonce: [UInt8], additional: [UInt8],
+        suite: CipherSuite = .xchacha20poly1305
+    ) -> [UInt8]? {
+        guard ciphertext.count >= overhead else { return nil }
+        var failed = false
+        let output = [UInt8](unsafeUninitializedCapacity: ciphertext.count - overhead) { buffer, count in
+            var length: UInt64 = 0
+            let input = ciphertext.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            let rc =
+                suite == .aes256gcm
+                ? crypto_aead_aes256gcm_decrypt(
+                    buffer.baseAddress, &length, nil, input, UInt64(ciphertext.count), additional,
+                    UInt64(additional.count), nonce, key.pointer)
+                : crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    buffer.baseAddress, &length, nil, input, UInt64(ciphertext.count), additional,
+                    UInt64(additional.count), nonce, key.pointer)
+            failed = rc != 0
+            count = failed ? 0 : Int(length)
+        }
+        return failed ? nil : output
+    }
+
     static var zeroNonce: [UInt8] { [UInt8](repeating: 0, count: Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)) }
 }

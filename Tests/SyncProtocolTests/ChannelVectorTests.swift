@@ -17,7 +17,7 @@ import Testing
         let timestamp: UInt64 = 1_764_000_000_000
         let (initiator, message1) = SecureChannel.initiator(
             identity: store, pinnedPeer: hub.publicKey, now: timestamp, policy: RekeyPolicy(),
-            ephemeral: EphemeralKeyPair(seed: seed(0x03)))
+            suites: [.xchacha20poly1305], ephemeral: EphemeralKeyPair(seed: seed(0x03)))
         let responder = SecureChannel.responder(
             identity: hub, guardian: HandshakeGuard(), policy: RekeyPolicy(),
             ephemeral: EphemeralKeyPair(seed: seed(0x04)))

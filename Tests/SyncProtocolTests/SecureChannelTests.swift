@@ -19,13 +19,14 @@ private struct Pair {
 
     init(
         pinned: PublicKey? = nil, hubKey: SigningKeyPair = .generate(), storeKey: SigningKeyPair = .generate(),
-        guardian: HandshakeGuard = HandshakeGuard(), now: UInt64 = 1_000, policy: RekeyPolicy = RekeyPolicy()
+        guardian: HandshakeGuard = HandshakeGuard(), now: UInt64 = 1_000, policy: RekeyPolicy = RekeyPolicy(),
+        suites: [CipherSuite] = CipherSuite.supported
     ) {
         self.hubKey = hubKey
         self.storeKey = storeKey
         self.guardian = guardian
         let (store, hello) = SecureChannel.initiator(
-            identity: storeKey, pinnedPeer: pinned ?? hubKey.publicKey, now: now, policy: policy)
+            identity: storeKey, pinnedPeer: pinned ?? hubKey.publicKey, now: now, policy: policy, suites: suites)
         self.store = store
         hub = SecureChannel.responder(identity: hubKey, guardian: guardian, policy: policy)
         toHub = hello
@@ -76,6 +77,31 @@ private struct Pair {
         pair.pump(chunk: chunk)
         #expect(pair.hubEvents.last == .deliver(Array("hello hub".utf8)))
         #expect(pair.storeEvents.last == .deliver(Array("hello store".utf8)))
+    }
+
+    @Test(arguments: CipherSuite.supported.map { [$0] } + [CipherSuite.supported])
+    func bothEndsAgreeOnACipherSuiteBothSupport(offered: [CipherSuite]) throws {
+        var pair = Pair(suites: offered)
+        pair.pump()
+        #expect(pair.store.suite == offered.first && pair.hub.suite == offered.first)
+        for index in 0..<5 {
+            pair.toHub += try #require(pair.store.seal([UInt8](repeating: UInt8(index), count: 1000)))
+            pair.toStore += try #require(pair.hub.seal([UInt8(index)]))
+        }
+        pair.pump()
+        #expect(pair.hubEvents.count == 2 + 5 && pair.storeEvents.count == 1 + 5)
+        var tampered = try #require(pair.store.seal([9, 9, 9]))
+        tampered[tampered.count - 1] ^= 0x80
+        pair.toHub += tampered
+        pair.pump()
+        #expect(pair.hubEvents.last == .close(.frameRejected))
+    }
+
+    @Test func aHelloOfferingNoKnownCipherIsRefused() {
+        let (_, hello) = SecureChannel.initiator(
+            identity: .generate(), pinnedPeer: SigningKeyPair.generate().publicKey, now: 1, suites: [])
+        let hub = SecureChannel.responder(identity: .generate(), guardian: HandshakeGuard())
+        #expect(hub.receive(hello) == [.close(.malformedHandshake("no cipher suite in common (offered 0)"))])
     }
 
     @Test func aStoreRefusesAHubWithAnotherKey() {

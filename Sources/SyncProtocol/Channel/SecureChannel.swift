@@ -56,15 +56,16 @@ public final class SecureChannel {
     public static let maxMessageBytes = WireVersion.maxMessageBytes
     static let magic: [UInt8] = Array("LYC1".utf8)
     static let domain: [UInt8] = Array("loyalty-edge channel v1".utf8)
-    static let message1Bytes = 4 + 2 + 8 + 32
-    static let message2Bytes = 32 + 32 + 64 + AEAD.overhead
+    static let message1Bytes = 4 + 2 + 8 + 1 + 32
+    static let message2Bytes = 32 + 1 + 32 + 64 + AEAD.overhead
     static let message3Bytes = 32 + 64 + AEAD.overhead
 
     private enum State {
-        case initiatorAwaitingResponse(ephemeral: EphemeralKeyPair, message1: [UInt8])
+        case initiatorAwaitingResponse(ephemeral: EphemeralKeyPair, message1: [UInt8], offered: UInt8)
         case responderAwaitingHello
-        case responderAwaitingIdentity(h0: [UInt8], h1: [UInt8], timestamp: UInt64, keys: DirectionKeys)
-        case responderVerifying(peer: PublicKey, session: DirectionKeys)
+        case responderAwaitingIdentity(
+            h0: [UInt8], h1: [UInt8], timestamp: UInt64, keys: DirectionKeys, suite: CipherSuite)
+        case responderVerifying(peer: PublicKey, session: DirectionKeys, suite: CipherSuite)
         case open(peer: PublicKey)
         case closed
     }
@@ -89,6 +90,8 @@ public final class SecureChannel {
     public private(set) var peer: PublicKey?
     /// For tests and the published test vector: the data keys once derived.
     private(set) var dataKeys: DirectionKeys?
+    /// The frame cipher agreed in the handshake.
+    public private(set) var suite: CipherSuite?
 
     private init(
         identity: SigningKeyPair, pinnedPeer: PublicKey?, guardian: HandshakeGuard?, policy: RekeyPolicy, state: State
@@ -102,22 +105,28 @@ public final class SecureChannel {
 
     /// The connecting side (a store). Returns the channel and the first bytes to send.
     public static func initiator(
-        identity: SigningKeyPair, pinnedPeer: PublicKey, now: UInt64, policy: RekeyPolicy = RekeyPolicy()
+        identity: SigningKeyPair, pinnedPeer: PublicKey, now: UInt64, policy: RekeyPolicy = RekeyPolicy(),
+        suites: [CipherSuite] = CipherSuite.supported
     ) -> (SecureChannel, [UInt8]) {
-        initiator(identity: identity, pinnedPeer: pinnedPeer, now: now, policy: policy, ephemeral: EphemeralKeyPair())
+        initiator(
+            identity: identity, pinnedPeer: pinnedPeer, now: now, policy: policy, suites: suites,
+            ephemeral: EphemeralKeyPair())
     }
 
     static func initiator(
-        identity: SigningKeyPair, pinnedPeer: PublicKey, now: UInt64, policy: RekeyPolicy, ephemeral: EphemeralKeyPair
+        identity: SigningKeyPair, pinnedPeer: PublicKey, now: UInt64, policy: RekeyPolicy, suites: [CipherSuite],
+        ephemeral: EphemeralKeyPair
     ) -> (SecureChannel, [UInt8]) {
+        let offered = suites.reduce(UInt8(0)) { $0 | $1.bit }
         var writer = ByteWriter(capacity: message1Bytes)
         writer.writeRaw(magic)
         writer.write(syncProtocolVersion)
         writer.write(now)
+        writer.write(offered)
         writer.writeRaw(ephemeral.publicKey)
         let channel = SecureChannel(
             identity: identity, pinnedPeer: pinnedPeer, guardian: nil, policy: policy,
-            state: .initiatorAwaitingResponse(ephemeral: ephemeral, message1: writer.bytes))
+            state: .initiatorAwaitingResponse(ephemeral: ephemeral, message1: writer.bytes, offered: offered))
         return (channel, record(writer.bytes))
     }
 
@@ -154,16 +163,16 @@ public final class SecureChannel {
     /// Feeds bytes read from the socket.
     public func receive(_ bytes: [UInt8], now: UInt64 = 0) -> [ChannelEvent] {
         guard !isClosed else { return [] }
-        inbound += bytes
+        if inbound.isEmpty { inbound = bytes } else { inbound += bytes }
         return processRecords(now: now)
     }
 
     /// The responder's answer to `.verifyPeer`.
     public func peerVerified(allowed: Bool, now: UInt64 = 0) -> [ChannelEvent] {
-        guard case .responderVerifying(let peer, let session) = state else { return [] }
+        guard case .responderVerifying(let peer, let session, let suite) = state else { return [] }
         guard allowed else { return fail(.peerNotAllowed(peer)) }
-        sender = FrameSender(key: session.toInitiator, policy: policy, now: now)
-        receiver = FrameReceiver(key: session.toResponder)
+        sender = FrameSender(key: session.toInitiator, suite: suite, policy: policy, now: now)
+        receiver = FrameReceiver(key: session.toResponder, suite: suite)
         state = .open(peer: peer)
         return [.established(peer: peer)] + processRecords(now: now)
     }
@@ -171,15 +180,15 @@ public final class SecureChannel {
     /// Encrypts one application message into a record ready to send.
     public func seal(_ message: [UInt8], now: UInt64 = 0) -> [UInt8]? {
         guard isOpen, message.count <= Self.maxMessageBytes, sender != nil else { return nil }
-        return Self.record(sender!.seal(message, kind: .data, now: now))
+        return sender!.sealRecord(message, kind: .data, now: now)
     }
 
     /// The final frame: tells the peer this is an orderly close, then the channel is closed.
     public func sealFinal(now: UInt64 = 0) -> [UInt8]? {
         guard isOpen, sender != nil else { return nil }
-        let body = sender!.seal([], kind: .final, now: now)
+        let record = sender!.sealRecord([], kind: .final, now: now)
         state = .closed
-        return Self.record(body)
+        return record
     }
 
     // MARK: - Records
@@ -207,11 +216,30 @@ public final class SecureChannel {
                 break
             }
             guard available >= 4 + length else { break }
-            let body = Array(inbound[(readIndex + 4)..<(readIndex + 4 + length)])
-            readIndex += 4 + length
-            events += handle(record: body, now: now)
+            let start = readIndex + 4
+            readIndex = start + length
+            if case .open = state {
+                // The hot path: decrypt straight out of the receive buffer.
+                let opened = inbound.withUnsafeBytes { buffer in
+                    receiver?.open(UnsafeRawBufferPointer(rebasing: buffer[start..<(start + length)]))
+                }
+                guard let (kind, payload) = opened else {
+                    events += fail(.frameRejected)
+                    break
+                }
+                if kind == .final {
+                    events += fail(.closedByPeer)
+                    break
+                }
+                events.append(.deliver(payload))
+            } else {
+                events += handle(record: Array(inbound[start..<(start + length)]), now: now)
+            }
         }
-        if readIndex > 0 && (readIndex == inbound.count || readIndex > 65536) {
+        if readIndex == inbound.count {
+            inbound.removeAll(keepingCapacity: false)
+            readIndex = 0
+        } else if readIndex > 0 {
             inbound.removeFirst(readIndex)
             readIndex = 0
         }
@@ -229,15 +257,11 @@ public final class SecureChannel {
         switch state {
         case .responderAwaitingHello:
             return handleHello(body)
-        case .initiatorAwaitingResponse(let ephemeral, let message1):
-            return handleResponse(body, ephemeral: ephemeral, message1: message1, now: now)
-        case .responderAwaitingIdentity(let h0, let h1, let timestamp, let keys):
-            return handleIdentity(body, h0: h0, h1: h1, timestamp: timestamp, keys: keys)
-        case .open:
-            guard let (kind, payload) = receiver?.open(body) else { return fail(.frameRejected) }
-            if kind == .final { return fail(.closedByPeer) }
-            return [.deliver(payload)]
-        case .responderVerifying, .closed:
+        case .initiatorAwaitingResponse(let ephemeral, let message1, let offered):
+            return handleResponse(body, ephemeral: ephemeral, message1: message1, offered: offered, now: now)
+        case .responderAwaitingIdentity(let h0, let h1, let timestamp, let keys, let suite):
+            return handleIdentity(body, h0: h0, h1: h1, timestamp: timestamp, keys: keys, suite: suite)
+        case .responderVerifying, .closed, .open:
             return []
         }
     }
@@ -248,9 +272,12 @@ public final class SecureChannel {
         }
         var reader = ByteReader(Array(body[4...]))
         guard let version = try? reader.readUInt16(), let timestamp = try? reader.readUInt64(),
-            let initiatorEphemeral = try? reader.readRaw(32)
+            let offered = try? reader.readUInt8(), let initiatorEphemeral = try? reader.readRaw(32)
         else { return fail(.malformedHandshake("truncated hello")) }
         guard version == syncProtocolVersion else { return fail(.versionMismatch(version)) }
+        guard let suite = CipherSuite.supported.first(where: { offered & $0.bit != 0 }) else {
+            return fail(.malformedHandshake("no cipher suite in common (offered \(offered))"))
+        }
         guard guardian?.admitFirstMessage(ephemeral: initiatorEphemeral) ?? true else {
             return fail(.replayedHandshake("this first message was seen before"))
         }
@@ -260,28 +287,32 @@ public final class SecureChannel {
             return fail(.malformedHandshake("invalid ephemeral key"))
         }
         let keys = DirectionKeys(toResponder: rx, toInitiator: tx)
-        let h0 = Sodium.hash([Self.domain, body, ephemeral.publicKey])
+        let h0 = Sodium.hash([Self.domain, body, ephemeral.publicKey, [suite.rawValue]])
         let signed = Array("resp".utf8) + h0 + identity.publicKey.bytes
         let payload = identity.publicKey.bytes + identity.sign(signed)
         let key = SecretBytes.derived(from: keys.toInitiator, label: "hs", transcript: h0)
-        let message2 = ephemeral.publicKey + AEAD.seal(payload, key: key, nonce: AEAD.zeroNonce, additional: h0)
+        let message2 =
+            ephemeral.publicKey + [suite.rawValue] + AEAD.seal(payload, key: key, nonce: AEAD.zeroNonce, additional: h0)
         let h1 = Sodium.hash([h0, identity.publicKey.bytes])
-        state = .responderAwaitingIdentity(h0: h0, h1: h1, timestamp: timestamp, keys: keys)
+        state = .responderAwaitingIdentity(h0: h0, h1: h1, timestamp: timestamp, keys: keys, suite: suite)
         return [.send(Self.record(message2))]
     }
 
-    private func handleResponse(_ body: [UInt8], ephemeral: EphemeralKeyPair, message1: [UInt8], now: UInt64)
-        -> [ChannelEvent]
-    {
+    private func handleResponse(
+        _ body: [UInt8], ephemeral: EphemeralKeyPair, message1: [UInt8], offered: UInt8, now: UInt64
+    ) -> [ChannelEvent] {
         guard body.count == Self.message2Bytes else { return fail(.malformedHandshake("response has the wrong size")) }
         let responderEphemeral = Array(body[0..<32])
+        guard let suite = CipherSuite(rawValue: body[32]), offered & suite.bit != 0 else {
+            return fail(.malformedHandshake("hub chose a cipher suite that was not offered"))
+        }
         guard let (rx, tx) = try? ephemeral.clientSessionKeys(serverPublicKey: responderEphemeral) else {
             return fail(.malformedHandshake("invalid ephemeral key"))
         }
         let keys = DirectionKeys(toResponder: tx, toInitiator: rx)
-        let h0 = Sodium.hash([Self.domain, message1, responderEphemeral])
+        let h0 = Sodium.hash([Self.domain, message1, responderEphemeral, [suite.rawValue]])
         let key = SecretBytes.derived(from: keys.toInitiator, label: "hs", transcript: h0)
-        guard let payload = AEAD.open(Array(body[32...]), key: key, nonce: AEAD.zeroNonce, additional: h0) else {
+        guard let payload = AEAD.open(Array(body[33...]), key: key, nonce: AEAD.zeroNonce, additional: h0) else {
             return fail(.authenticationFailed("response does not decrypt"))
         }
         let responderKey = PublicKey(bytes: Array(payload[0..<32]))!
@@ -297,16 +328,17 @@ public final class SecureChannel {
         let message3 = AEAD.seal(identityPayload, key: sealKey, nonce: AEAD.zeroNonce, additional: h1)
         let session = Self.dataKeys(keys, h2: Sodium.hash([h1, identity.publicKey.bytes]))
         dataKeys = session
-        sender = FrameSender(key: session.toResponder, policy: policy, now: now)
-        receiver = FrameReceiver(key: session.toInitiator)
+        self.suite = suite
+        sender = FrameSender(key: session.toResponder, suite: suite, policy: policy, now: now)
+        receiver = FrameReceiver(key: session.toInitiator, suite: suite)
         peer = responderKey
         state = .open(peer: responderKey)
         return [.send(Self.record(message3)), .established(peer: responderKey)]
     }
 
-    private func handleIdentity(_ body: [UInt8], h0: [UInt8], h1: [UInt8], timestamp: UInt64, keys: DirectionKeys)
-        -> [ChannelEvent]
-    {
+    private func handleIdentity(
+        _ body: [UInt8], h0: [UInt8], h1: [UInt8], timestamp: UInt64, keys: DirectionKeys, suite: CipherSuite
+    ) -> [ChannelEvent] {
         guard body.count == Self.message3Bytes else { return fail(.malformedHandshake("identity has the wrong size")) }
         let key = SecretBytes.derived(from: keys.toResponder, label: "hs", transcript: h0)
         guard let payload = AEAD.open(body, key: key, nonce: AEAD.zeroNonce, additional: h1) else {
@@ -323,8 +355,9 @@ public final class SecureChannel {
         }
         let session = Self.dataKeys(keys, h2: Sodium.hash([h1, initiatorKey.bytes]))
         dataKeys = session
+        self.suite = suite
         peer = initiatorKey
-        state = .responderVerifying(peer: initiatorKey, session: session)
+        state = .responderVerifying(peer: initiatorKey, session: session, suite: suite)
         return [.verifyPeer(initiatorKey)]
     }
 

@@ -1,0 +1,212 @@
+// Channel figures: bulk sync through the encrypted channel against the same transfer in
+// plaintext over loopback TCP (libuv on both ends), and handshakes per second.
+// Run with `make bench-channel` (release build). Every figure comes from this run.
+import Foundation
+import NodeKit
+import SyncProtocol
+
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+let entryCount = 200_000
+let stamp = HLCTimestamp(milliseconds: 1_764_000_000_000, logical: 0)
+let entries = (0..<entryCount).map { index -> LogEntry in
+    let member = MemberID(origin: NodeID(1), serial: UInt32(index))
+    return LogEntry(
+        origin: NodeID(1), sequence: UInt64(index + 1), timestamp: stamp, idempotencyKey: "1/R-\(index)",
+        operation: .purchase(
+            PurchaseRecord(
+                member: member, lane: "1", receipt: "R-\(index)", amountMinor: 123_400, pointsEarned: 61,
+                pointsRedeemed: 0)),
+        effects: [SlotWrite(member: member, account: .main, slot: .earned(NodeID(1)), value: 61)])
+}
+let batches: [[UInt8]] = stride(from: 0, to: entryCount, by: SyncMessage.maxBatch).map {
+    SyncMessage.push(Array(entries[$0..<min($0 + SyncMessage.maxBatch, entryCount)])).encoded
+}
+let payloadBytes = batches.reduce(0) { $0 + $1.count }
+
+/// Parses u32-length-prefixed plaintext records the way the channel parses its own
+/// (one buffer, a read index, one copy per record), so the baseline is as lean as the channel.
+struct PlainRecords {
+    var buffer: [UInt8] = []
+    mutating func feed(_ bytes: [UInt8]) -> [[UInt8]] {
+        if buffer.isEmpty { buffer = bytes } else { buffer += bytes }
+        var records: [[UInt8]] = []
+        var offset = 0
+        while buffer.count - offset >= 4 {
+            let length =
+                Int(buffer[offset]) << 24 | Int(buffer[offset + 1]) << 16 | Int(buffer[offset + 2]) << 8
+                | Int(buffer[offset + 3])
+            guard buffer.count - offset - 4 >= length else { break }
+            records.append(Array(buffer[(offset + 4)..<(offset + 4 + length)]))
+            offset += 4 + length
+        }
+        if offset == buffer.count {
+            buffer.removeAll(keepingCapacity: false)
+        } else if offset > 0 {
+            buffer.removeFirst(offset)
+        }
+        return records
+    }
+}
+
+func plainRecord(_ body: [UInt8]) -> [UInt8] {
+    var writer = ByteWriter(capacity: body.count + 4)
+    writer.write(UInt32(body.count))
+    writer.writeRaw(body)
+    return writer.bytes
+}
+
+/// What the receiving thread reports back.
+final class Receipt: @unchecked Sendable {
+    // @unchecked: written by the server thread before `done` is signalled, read after.
+    var port: UInt16 = 0
+    var finish = 0.0
+    var received = 0
+    let ready = DispatchSemaphore(value: 0)
+    let done = DispatchSemaphore(value: 0)
+}
+
+/// Sends every batch from a store-like client to a hub-like server, each on its own thread
+/// and libuv loop (as two processes would be); the server decodes every message. Returns
+/// seconds from the first write to the last decoded entry.
+func transfer(encrypted: Bool) throws -> Double {
+    let hubKey = SigningKeyPair.generate()
+    let storeKey = SigningKeyPair.generate()
+    let receipt = Receipt()
+    let serverThread = Thread {
+        guard let loop = try? EventLoop(), let listener = try? TCPListener(loop: loop) else { fatalError("loop") }
+        let guardian = HandshakeGuard()
+        var server: TCPStream?
+        func deliver(_ message: [UInt8]) {
+            if case .push(let decoded)? = try? SyncMessage(decoding: message) { receipt.received += decoded.count }
+            if receipt.received == entryCount {
+                receipt.finish = now()
+                loop.stop()
+            }
+        }
+        receipt.port =
+            (try? listener.listen(on: SocketAddress(host: "127.0.0.1", port: 0)) { stream in
+                server = stream
+                var plain = PlainRecords()
+                let channel = SecureChannel.responder(identity: hubKey, guardian: guardian)
+                stream.onRead = { [unowned stream] bytes in
+                    guard encrypted else {
+                        for record in plain.feed(bytes) { deliver(record) }
+                        return
+                    }
+                    var pending = channel.receive(bytes)
+                    while !pending.isEmpty {
+                        switch pending.removeFirst() {
+                        case .send(let out): stream.write(out)
+                        case .verifyPeer: pending += channel.peerVerified(allowed: true)
+                        case .deliver(let message): deliver(message)
+                        default: break
+                        }
+                    }
+                }
+                try? stream.startReading()
+            }) ?? 0
+        receipt.ready.signal()
+        loop.run()
+        server?.close()
+        listener.close()
+        loop.shutdown()
+        receipt.done.signal()
+    }
+    serverThread.start()
+    receipt.ready.wait()
+
+    let loop = try EventLoop()
+    let stream = try TCPStream(loop: loop)
+    var start = 0.0
+    var channel: SecureChannel?
+    func sendAll() {
+        start = now()
+        for batch in batches { stream.write(encrypted ? channel!.seal(batch)! : plainRecord(batch)) }
+        stream.closeAfterWrites()
+    }
+    try stream.connect(to: SocketAddress(host: "127.0.0.1", port: receipt.port)) { _ in
+        guard encrypted else {
+            sendAll()
+            return
+        }
+        let (initiator, hello) = SecureChannel.initiator(identity: storeKey, pinnedPeer: hubKey.publicKey, now: 1)
+        channel = initiator
+        stream.onRead = { bytes in
+            for event in initiator.receive(bytes) {
+                switch event {
+                case .send(let out): stream.write(out)
+                case .established: sendAll()
+                default: break
+                }
+            }
+        }
+        try? stream.startReading()
+        stream.write(hello)
+    }
+    loop.run()
+    loop.shutdown()
+    receipt.done.wait()
+    precondition(receipt.received == entryCount, "transfer incomplete")
+    return receipt.finish - start
+}
+
+print(
+    "bulk sync of \(entryCount) log entries (\(payloadBytes / 1_048_576) MiB in \(batches.count) push messages), loopback TCP"
+)
+// Alternate the two transfers so that both see the same machine conditions; take medians.
+var plainRuns: [Double] = []
+var secureRuns: [Double] = []
+for _ in 0..<15 {
+    plainRuns.append(try transfer(encrypted: false))
+    secureRuns.append(try transfer(encrypted: true))
+}
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+let plain = median(plainRuns)
+let secure = median(secureRuns)
+let slower = (secure / plain - 1) * 100
+let bestSlower = (secureRuns.min()! / plainRuns.min()! - 1) * 100
+print(String(format: "  runs (s), plaintext: %@", plainRuns.map { String(format: "%.3f", $0) }.joined(separator: " ")))
+print(String(format: "  runs (s), channel:   %@", secureRuns.map { String(format: "%.3f", $0) }.joined(separator: " ")))
+print(
+    String(
+        format: "  plaintext framing (median)        %8.0f entries/s  %7.1f MB/s", Double(entryCount) / plain,
+        Double(payloadBytes) / plain / 1e6))
+print(
+    String(
+        format: "  secure channel (median)           %8.0f entries/s  %7.1f MB/s", Double(entryCount) / secure,
+        Double(payloadBytes) / secure / 1e6))
+print(
+    String(
+        format: "  channel cost: %+.1f %% on medians, %+.1f %% on best runs (target: at most 10 %% slower); suite %@",
+        slower, bestSlower, "\(CipherSuite.supported.first!)"))
+
+// Handshakes: a full handshake in one thread, and the responder's share of the CPU.
+let hubKey = SigningKeyPair.generate()
+let storeKey = SigningKeyPair.generate()
+let guardian = HandshakeGuard()
+let handshakes = 2_000
+var responderSeconds = 0.0
+let totalStart = now()
+for index in 0..<handshakes {
+    let (initiator, message1) = SecureChannel.initiator(
+        identity: storeKey, pinnedPeer: hubKey.publicKey, now: UInt64(index + 1))
+    let responder = SecureChannel.responder(identity: hubKey, guardian: guardian)
+    var mark = now()
+    let reply = responder.receive(message1)
+    responderSeconds += now() - mark
+    guard case .send(let message2)? = reply.first, case .send(let message3)? = initiator.receive(message2).first else {
+        fatalError("handshake failed")
+    }
+    mark = now()
+    _ = responder.receive(message3)
+    _ = responder.peerVerified(allowed: true)
+    responderSeconds += now() - mark
+    precondition(responder.isOpen)
+}
+let total = now() - totalStart
+print(String(format: "handshakes, both ends in one thread  %8.0f /s", Double(handshakes) / total))
+print(
+    String(
+        format: "handshakes a hub core completes      %8.0f /s  (responder work only)",
+        Double(handshakes) / responderSeconds))

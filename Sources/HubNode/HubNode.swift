@@ -169,11 +169,11 @@ final class StoreSession {
         do { try stream.startReading() } catch { finish(reason: "\(error)", orderly: false) }
     }
 
-    func finish(reason: String, orderly: Bool) {
+    func finish(reason: String, orderly: Bool, level: Logger.Level = .info) {
         guard !finished else { return }
         finished = true
         if orderly, let final = channel.sealFinal(now: loop.nowMilliseconds) { stream.write(final) }
-        logger.info("session ended", metadata: ["reason": "\(reason)"])
+        logger.log(level: level, "session ended", metadata: ["reason": "\(reason)"])
         timer?.close()
         stream.closeAfterWrites()
         onFinished?()
@@ -213,7 +213,8 @@ final class StoreSession {
                     execute(session.failed("undecodable message: \(error)"))
                 }
             case .close(let reason):
-                finish(reason: reason.description, orderly: false)
+                // Anything but the peer's own final frame is worth an operator's attention.
+                finish(reason: reason.description, orderly: false, level: reason == .closedByPeer ? .info : .warning)
             }
         }
     }

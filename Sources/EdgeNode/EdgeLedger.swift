@@ -58,6 +58,10 @@ public enum PurchaseOutcome: Sendable, Equatable {
 
 /// Counts for `node.status`.
 public struct LedgerStatus: Sendable {
+    /// Uncovered redemptions in the current outage (zero while online), and ever.
+    public var exposure = ExposureUse()
+    public var exposureTotalPoints: UInt64 = 0
+    public var exposureTotalCount: UInt64 = 0
     public var lastSequence: UInt64
     public var acknowledgedSequence: UInt64
     public var feedWatermark: UInt64
@@ -69,16 +73,16 @@ public struct LedgerStatus: Sendable {
 public struct EdgeLedger: Sendable {
     public let node: NodeID
     public let rules: PartnerRules
-    /// Offline risk budget per redemption beyond escrowed rights (operator policy; default 0).
-    public let allowance: UInt64
+    /// How far beyond the rights held here members may redeem while offline (default: not at all).
+    public let policy: OfflinePolicy
     /// Coalition-wide key for phone-number hashes.
     let phoneKey: SecretBytes
     public static let maxAmountMinor: UInt64 = 1_000_000_000_000
 
-    public init(node: NodeID, rules: PartnerRules, allowance: UInt64, phoneKey: SecretBytes) {
+    public init(node: NodeID, rules: PartnerRules, policy: OfflinePolicy = OfflinePolicy(), phoneKey: SecretBytes) {
         self.node = node
         self.rules = rules
-        self.allowance = allowance
+        self.policy = policy
         self.phoneKey = phoneKey
     }
 
@@ -110,7 +114,7 @@ public struct EdgeLedger: Sendable {
         let promo = try counter(db, member: member, account: .promo)
         return MemberView(
             id: member, card: card, balance: main.balance, promoBalance: promo.balance,
-            redeemable: main.redeemable(at: node, allowance: allowance))
+            redeemable: main.redeemable(at: node))
     }
 
     /// Finds a member by card number or phone number.
@@ -203,11 +207,36 @@ public struct EdgeLedger: Sendable {
         return try view(db, member: id, card: number.digits)
     }
 
+    /// Uncovered redemptions during the current outage, for this member and the whole store.
+    func exposureUse(_ db: SQLiteConnection, member: MemberID, outageStart: UInt64) throws -> ExposureUse {
+        let rows = try db.query(
+            """
+            SELECT COALESCE(SUM(points), 0), COUNT(*), COALESCE(SUM(CASE WHEN member = ? THEN points END), 0),
+                   COUNT(CASE WHEN member = ? THEN 1 END)
+            FROM exposure WHERE outage_started_ms = ?
+            """, [.uint(member.rawValue), .uint(member.rawValue), .uint(outageStart)])
+        guard let row = rows.first else { return ExposureUse() }
+        return ExposureUse(
+            memberPoints: row.uint(2), memberCount: row.uint(3), storePoints: row.uint(0), storeCount: row.uint(1))
+    }
+
+    /// How many points this member can redeem here now: the rights held here, plus what the
+    /// offline policy still allows when the hub is unreachable.
+    func redeemableNow(_ db: SQLiteConnection, _ counter: EscrowCounter, member: MemberID, _ connectivity: Connectivity)
+        throws -> (held: UInt64, allowance: UInt64)
+    {
+        let held = counter.redeemable(at: node)
+        guard !connectivity.online else { return (held, 0) }
+        let used = try exposureUse(db, member: member, outageStart: connectivity.outageStartedMilliseconds)
+        return (held, policy.allowance(used: used, connectivity: connectivity))
+    }
+
     /// Records a purchase that earns points and optionally redeems some. `grant` is a rights
     /// grant just received from the hub, applied in the same transaction.
-    public func purchase(_ db: SQLiteConnection, _ request: PurchaseRequest, grant: [SlotWrite] = []) throws
-        -> PurchaseOutcome
-    {
+    public func purchase(
+        _ db: SQLiteConnection, _ request: PurchaseRequest, grant: [SlotWrite] = [],
+        connectivity: Connectivity = .online(now: 0)
+    ) throws -> PurchaseOutcome {
         try applyEffects(db, grant)
         let key = request.idempotencyKey
         if let row = try db.query("SELECT entry FROM log WHERE idem_key = ?", [.text(key)]).first {
@@ -223,13 +252,20 @@ public struct EdgeLedger: Sendable {
         let member = try identify(db, card: request.card, phone: nil)
         var counter = try counter(db, member: member.id, account: .main)
         var effects: [SlotWrite] = []
+        var uncovered: UInt64 = 0
         if request.redeemPoints > 0 {
-            let redeemable = counter.redeemable(at: node, allowance: allowance)
-            if request.redeemPoints > redeemable {
-                return .needsRights(
-                    member: member.id, shortfall: request.redeemPoints - redeemable, redeemable: redeemable)
+            let (held, allowance) = try redeemableNow(db, counter, member: member.id, connectivity)
+            if request.redeemPoints > held {
+                if connectivity.online {
+                    return .needsRights(member: member.id, shortfall: request.redeemPoints - held, redeemable: held)
+                }
+                guard request.redeemPoints <= held + allowance else {
+                    throw PosError.insufficientPoints(
+                        requested: request.redeemPoints, redeemable: held + allowance, online: false)
+                }
+                uncovered = request.redeemPoints - held
             }
-            let (slot, value) = try counter.redeem(at: node, request.redeemPoints, allowance: allowance)
+            let (slot, value) = try counter.redeem(at: node, request.redeemPoints, allowance: uncovered)
             effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
         }
         let paid = rules.paidMinor(amountMinor: request.amountMinor, redeemedPoints: request.redeemPoints)
@@ -240,8 +276,16 @@ public struct EdgeLedger: Sendable {
         }
         let record = PurchaseRecord(
             member: member.id, lane: request.lane, receipt: request.receipt, amountMinor: request.amountMinor,
-            pointsEarned: earned, pointsRedeemed: request.redeemPoints)
+            pointsEarned: earned, pointsRedeemed: request.redeemPoints, uncoveredPoints: uncovered)
         let entry = try append(db, key: key, member: member.id, operation: .purchase(record), effects: effects)
+        if uncovered > 0 {
+            try db.run(
+                "INSERT INTO exposure(seq, member, points, outage_started_ms, at_ms) VALUES(?, ?, ?, ?, ?)",
+                [
+                    .uint(entry.sequence), .uint(member.id.rawValue), .uint(uncovered),
+                    .uint(connectivity.outageStartedMilliseconds), .uint(connectivity.nowMilliseconds),
+                ])
+        }
         return .completed(
             PurchaseReceipt(
                 member: member.id, sequence: entry.sequence, amountMinor: request.amountMinor, paidMinor: paid,
@@ -322,12 +366,16 @@ public struct EdgeLedger: Sendable {
             }
             highs[entry.origin] = entry.sequence
             try db.run(
-                "INSERT INTO remote_log(origin, seq, feed_seq, entry) VALUES(?, ?, ?, ?)",
+                "INSERT INTO remote_log(origin, seq, feed_seq, entry, idem_key) VALUES(?, ?, ?, ?, ?)",
                 [
                     .int(Int(entry.origin.rawValue)), .uint(entry.sequence), .uint(feed.feedSequence),
-                    .blob(entry.encoded),
+                    .blob(entry.encoded), entry.idempotencyKey.isEmpty ? .null : .text(entry.idempotencyKey),
                 ])
-            if case .registerMember(let record) = entry.operation { try applyMember(db, record) }
+            switch entry.operation {
+            case .registerMember(let record): try applyMember(db, record)
+            case .refund(let refund): try recordRefund(db, refund)
+            case .purchase, .rightsMove: break
+            }
             try applyEffects(db, entry.effects)
             var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))
             do throws(ClockError) {
@@ -342,12 +390,21 @@ public struct EdgeLedger: Sendable {
         return clockErrors
     }
 
-    public func status(_ db: SQLiteConnection) throws -> LedgerStatus {
-        LedgerStatus(
+    public func status(_ db: SQLiteConnection, connectivity: Connectivity? = nil) throws -> LedgerStatus {
+        var status = LedgerStatus(
             lastSequence: UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0),
             acknowledgedSequence: try meta(db, .acknowledged),
             feedWatermark: try meta(db, .feedWatermark),
             members: try db.scalar("SELECT COUNT(*) FROM members") ?? 0)
+        if let connectivity, !connectivity.online {
+            status.exposure = try exposureUse(
+                db, member: MemberID(rawValue: 0), outageStart: connectivity.outageStartedMilliseconds)
+        }
+        if let row = try db.query("SELECT COALESCE(SUM(points), 0), COUNT(*) FROM exposure").first {
+            status.exposureTotalPoints = row.uint(0)
+            status.exposureTotalCount = row.uint(1)
+        }
+        return status
     }
 
     /// Opens (creating if needed) and migrates the edge database.

@@ -12,7 +12,7 @@ public struct EdgeConfiguration: Sendable {
     public var hub: SocketAddress
     public var hubKey: PublicKey
     public var rules = PartnerRules()
-    public var allowance: UInt64 = 0
+    public var offlinePolicy = OfflinePolicy()
     public var syncIntervalMilliseconds: UInt64 = 1_000
 
     public init(
@@ -53,7 +53,7 @@ public final class EdgeNode {
         // key, it is derived from the hub's public key.
         var phoneKey = Sodium.hash([Array("phone-key".utf8), configuration.hubKey.bytes])
         let ledger = EdgeLedger(
-            node: configuration.node, rules: configuration.rules, allowance: configuration.allowance,
+            node: configuration.node, rules: configuration.rules, policy: configuration.offlinePolicy,
             phoneKey: SecretBytes(consuming: &phoneKey))
         let watermark = try ledger.status(db).feedWatermark
         loop = try EventLoop()

@@ -1,4 +1,5 @@
 import NodeKit
+import SyncProtocol
 
 /// The edge replica's schema, as versioned migrations.
 enum EdgeSchema {
@@ -32,6 +33,40 @@ enum EdgeSchema {
                     registered_hlc INTEGER NOT NULL
                 );
                 CREATE INDEX members_phone ON members(phone_hash) WHERE phone_hash IS NOT NULL;
-                """ + CounterSlots.schema)
+                """ + CounterSlots.schema),
+        .init(
+            version: 2,
+            sql: """
+                -- Purchases of other stores, found by their receipt for refunds.
+                ALTER TABLE remote_log ADD COLUMN idem_key TEXT;
+                CREATE INDEX remote_log_idem ON remote_log(origin, idem_key) WHERE idem_key IS NOT NULL;
+                -- How much of each purchase has been refunded, at any store, and the points moved.
+                CREATE TABLE refund_totals (
+                    original_store INTEGER NOT NULL,
+                    original_key TEXT NOT NULL,
+                    refunded_minor INTEGER NOT NULL,
+                    reversed INTEGER NOT NULL,
+                    returned INTEGER NOT NULL,
+                    PRIMARY KEY (original_store, original_key)
+                ) WITHOUT ROWID;
+                -- Redemptions beyond the rights held here, under the offline risk policy.
+                CREATE TABLE exposure (
+                    seq INTEGER PRIMARY KEY,
+                    member INTEGER NOT NULL,
+                    points INTEGER NOT NULL,
+                    outage_started_ms INTEGER NOT NULL,
+                    at_ms INTEGER NOT NULL
+                );
+                CREATE INDEX exposure_outage ON exposure(outage_started_ms, member);
+                """,
+            backfill: { db in
+                for row in try db.query("SELECT origin, seq, entry FROM remote_log") {
+                    let entry = try LogEntry(decoding: row.blob(2))
+                    guard !entry.idempotencyKey.isEmpty else { continue }
+                    try db.run(
+                        "UPDATE remote_log SET idem_key = ? WHERE origin = ? AND seq = ?",
+                        [.text(entry.idempotencyKey), row.values[0], row.values[1]])
+                }
+            }),
     ])
 }

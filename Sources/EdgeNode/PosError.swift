@@ -1,4 +1,5 @@
 import NodeKit
+import SyncProtocol
 
 /// An error answered to a POS lane: a stable numeric code, a message a cashier's support
 /// line can act on, and optional data (for example how many points are redeemable now).
@@ -55,6 +56,20 @@ public struct PosError: Error, Equatable, Sendable, CustomStringConvertible {
         PosError(
             code: 1008,
             message: "receipt \(key) was already used for a different purchase; use a new receipt id")
+    }
+    public static func unknownPurchase(store: NodeID, key: String, here: Bool) -> PosError {
+        PosError(
+            code: 1011,
+            message: here
+                ? "no purchase with receipt \(key) was made at this store"
+                : "purchase \(key) of \(store) is not known here yet; it arrives once both stores have synced with the hub"
+        )
+    }
+    public static func refundTooLarge(requested: UInt64, refundable: UInt64) -> PosError {
+        PosError(
+            code: 1012,
+            message: "cannot refund \(requested): \(refundable) minor units of this purchase are left to refund",
+            data: .object(["refundable": .int(Int64(refundable))]))
     }
     public static func redeemAboveLimit(requested: UInt64, limit: UInt64) -> PosError {
         PosError(

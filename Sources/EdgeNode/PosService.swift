@@ -82,6 +82,20 @@ final class PosService {
                 run(done) { [ledger] db in try ledger.identify(db, card: card, phone: nil).json }
             case "checkout.purchase":
                 purchase(try Params.purchase(params), grant: [], askHub: true, done)
+            case "checkout.quote":
+                let card = try Params.string(params, "card")
+                let amount = try Params.amount(params, "amount")
+                let redeem = try Params.amount(params, "redeem", default: 0)
+                let connectivity = uplink.connectivity
+                run(done) { [ledger] db in
+                    try ledger.quote(
+                        db, card: card, amountMinor: amount, redeemPoints: redeem, connectivity: connectivity
+                    )
+                    .json
+                }
+            case "checkout.refund":
+                let request = try Params.refund(params)
+                run(done, kick: true) { [ledger] db in try ledger.refund(db, request).json }
             case "node.status":
                 status(done)
             case "promo.activate":
@@ -119,7 +133,9 @@ final class PosService {
 
     private func purchase(_ request: PurchaseRequest, grant: [SlotWrite], askHub: Bool, _ done: @escaping Completion) {
         let ledger = self.ledger
-        writer.submit({ db in try ledger.purchase(db, request, grant: grant) }) { [self] result in
+        let connectivity = uplink.connectivity
+        writer.submit({ db in try ledger.purchase(db, request, grant: grant, connectivity: connectivity) }) {
+            [self] result in
             switch result {
             case .success(.completed(let receipt)):
                 uplink.kick()
@@ -154,7 +170,8 @@ final class PosService {
 
     private func status(_ done: @escaping Completion) {
         let ledger = self.ledger
-        writer.submit({ db in try ledger.status(db) }) { [self] result in
+        let connectivity = uplink.connectivity
+        writer.submit({ db in try ledger.status(db, connectivity: connectivity) }) { [self] result in
             switch result {
             case .success(let status):
                 let now = loop.nowMilliseconds
@@ -171,6 +188,17 @@ final class PosService {
                 ]
                 if let since = uplink.offlineSince { fields["offlineForMs"] = .int(Int64(now - since)) }
                 if let contact = uplink.lastContact { fields["syncLagMs"] = .int(Int64(now - contact)) }
+                let resume = uplink.resumePosition
+                fields["sync"] = .object([
+                    "hubHasUpTo": .int(Int64(resume.hubHasUpTo)), "feedWatermark": .int(Int64(resume.feedWatermark)),
+                    "reconnectAttempts": .int(Int64(uplink.reconnectAttempts)),
+                ])
+                fields["exposure"] = .object([
+                    "outagePoints": .int(Int64(status.exposure.storePoints)),
+                    "outageRedemptions": .int(Int64(status.exposure.storeCount)),
+                    "totalPoints": .int(Int64(status.exposureTotalPoints)),
+                    "totalRedemptions": .int(Int64(status.exposureTotalCount)),
+                ])
                 done(.success(.object(fields)))
             case .failure(let error):
                 done(.failure(.storage("\(error)")))
@@ -210,6 +238,22 @@ enum Params {
             throw PosError.invalidAmount("'\(name)' must be a whole number (minor units or whole points) in range")
         default: throw PosError.invalidParams("'\(name)' must be an integer")
         }
+    }
+
+    static func refund(_ params: JSONValue) throws -> RefundRequest {
+        var store: NodeID?
+        if let raw = params["originalStore"], raw != .null {
+            guard let number = raw.intValue, number > 0, number <= Int64(UInt32.max) else {
+                throw PosError.invalidParams("'originalStore' must be a store id (a positive integer)")
+            }
+            store = NodeID(UInt32(number))
+        }
+        let amount: UInt64? =
+            params["amount"] == nil || params["amount"] == .null ? nil : try Params.amount(params, "amount")
+        return RefundRequest(
+            lane: try string(params, "lane"), receipt: try string(params, "receipt"), originalStore: store,
+            originalLane: try string(params, "originalLane"), originalReceipt: try string(params, "originalReceipt"),
+            amountMinor: amount)
     }
 
     static func purchase(_ params: JSONValue) throws -> PurchaseRequest {

@@ -13,6 +13,12 @@ final class Uplink {
         var handshakeTimeoutMilliseconds: UInt64 = 5_000
         var rightsTimeoutMilliseconds: UInt64 = 3_000
         var batchSize = 256
+        var maxBackoffMilliseconds: UInt64 = 5_000
+    }
+
+    /// Where the session resumes: the hub's high-water mark of our log and our feed watermark.
+    var resumePosition: (hubHasUpTo: UInt64, feedWatermark: UInt64) {
+        (session.hubHighWater, session.feedWatermark)
     }
 
     private let loop: EventLoop
@@ -34,6 +40,17 @@ final class Uplink {
     /// When the session last heard from the hub, and since when it is down (loop milliseconds).
     private(set) var lastContact: UInt64?
     private(set) var offlineSince: UInt64?
+    /// When the current outage began, on the wall clock (it bounds the offline policy).
+    private(set) var outageStartedWall: UInt64 = wallClockMilliseconds()
+    /// Reconnection attempts since the link went down.
+    private(set) var reconnectAttempts: UInt64 = 0
+
+    /// Online, or offline since when: what the ledger needs to apply the offline policy.
+    var connectivity: Connectivity {
+        online
+            ? .online(now: wallClockMilliseconds())
+            : .offline(since: outageStartedWall, now: wallClockMilliseconds())
+    }
 
     var online: Bool { session.isOnline }
 
@@ -144,14 +161,19 @@ final class Uplink {
         execute(session.disconnected())
         if wasOnline {
             offlineSince = loop.nowMilliseconds
+            outageStartedWall = wallClockMilliseconds()
             logger.warning("uplink down", metadata: ["reason": "\(reason)"])
         } else {
             logger.debug("uplink attempt failed", metadata: ["reason": "\(reason)"])
         }
         guard retry, !stopped else { return }
+        // Jittered exponential backoff: a fleet of stores does not reconnect in lockstep
+        // when the hub comes back.
+        reconnectAttempts += 1
+        let jittered = retryDelay / 2 + UInt64.random(in: 0...(retryDelay / 2))
         retryTimer.stop()
-        retryTimer.start(after: retryDelay) { [unowned self] in self.connect() }
-        retryDelay = min(retryDelay * 2, 5_000)
+        retryTimer.start(after: jittered) { [unowned self] in self.connect() }
+        retryDelay = min(retryDelay * 2, settings.maxBackoffMilliseconds)
     }
 
     private func received(_ bytes: [UInt8]) {
@@ -232,6 +254,7 @@ final class Uplink {
             case .wentOnline(let high):
                 retryTimer.stop()
                 retryDelay = 250
+                reconnectAttempts = 0
                 offlineSince = nil
                 logger.info("uplink online", metadata: ["hub": "\(settings.hub)", "hubHasUpTo": "\(high)"])
             case .applyRules(let version, _):

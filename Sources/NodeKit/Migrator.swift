@@ -4,9 +4,14 @@ public struct Migrator: Sendable {
     public struct Step: Sendable {
         public let version: Int64
         public let sql: String
-        public init(version: Int64, sql: String) {
+        /// Work SQL cannot do (decoding stored entries to backfill a column), run after `sql`.
+        public let backfill: (@Sendable (SQLiteConnection) throws -> Void)?
+        public init(
+            version: Int64, sql: String, backfill: (@Sendable (SQLiteConnection) throws -> Void)? = nil
+        ) {
             self.version = version
             self.sql = sql
+            self.backfill = backfill
         }
     }
 
@@ -27,6 +32,7 @@ public struct Migrator: Sendable {
         for step in steps where step.version > current && step.version <= (target ?? latestVersion) {
             try db.transaction {
                 try db.execute(step.sql)
+                try step.backfill?(db)
                 try db.execute("PRAGMA user_version = \(step.version)")
             }
         }

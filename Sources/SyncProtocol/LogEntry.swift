@@ -26,10 +26,12 @@ public struct PurchaseRecord: Sendable, Equatable {
     public var amountMinor: UInt64
     public var pointsEarned: UInt64
     public var pointsRedeemed: UInt64
+    /// Redeemed points not covered by rights held here: offline exposure under the operator's policy.
+    public var uncoveredPoints: UInt64
 
     public init(
         member: MemberID, lane: String, receipt: String, amountMinor: UInt64, pointsEarned: UInt64,
-        pointsRedeemed: UInt64
+        pointsRedeemed: UInt64, uncoveredPoints: UInt64 = 0
     ) {
         self.member = member
         self.lane = lane
@@ -37,6 +39,39 @@ public struct PurchaseRecord: Sendable, Equatable {
         self.amountMinor = amountMinor
         self.pointsEarned = pointsEarned
         self.pointsRedeemed = pointsRedeemed
+        self.uncoveredPoints = uncoveredPoints
+    }
+
+    /// The idempotency key of this purchase at its store.
+    public var key: String { "\(lane)/\(receipt)" }
+}
+
+/// A full or partial refund of an earlier purchase, at any store.
+public struct RefundRecord: Sendable, Equatable {
+    public var member: MemberID
+    public var lane: String
+    public var receipt: String
+    /// The store where the purchase was made, and its key there (`lane/receipt`).
+    public var originalStore: NodeID
+    public var originalKey: String
+    /// Money refunded now, in minor units.
+    public var amountMinor: UInt64
+    /// Earned points taken back, and redeemed points given back, by this refund.
+    public var pointsReversed: UInt64
+    public var pointsReturned: UInt64
+
+    public init(
+        member: MemberID, lane: String, receipt: String, originalStore: NodeID, originalKey: String,
+        amountMinor: UInt64, pointsReversed: UInt64, pointsReturned: UInt64
+    ) {
+        self.member = member
+        self.lane = lane
+        self.receipt = receipt
+        self.originalStore = originalStore
+        self.originalKey = originalKey
+        self.amountMinor = amountMinor
+        self.pointsReversed = pointsReversed
+        self.pointsReturned = pointsReturned
     }
 }
 
@@ -44,6 +79,7 @@ public struct PurchaseRecord: Sendable, Equatable {
 public enum Operation: Sendable, Equatable {
     case registerMember(MemberRecord)
     case purchase(PurchaseRecord)
+    case refund(RefundRecord)
     /// Redemption rights handed from the entry's origin to another node.
     case rightsMove(member: MemberID, account: Account, to: NodeID, points: UInt64)
 }
@@ -142,6 +178,17 @@ extension LogEntry {
             writer.write(purchase.amountMinor)
             writer.write(purchase.pointsEarned)
             writer.write(purchase.pointsRedeemed)
+            writer.write(purchase.uncoveredPoints)
+        case .refund(let refund):
+            writer.write(UInt8(4))
+            writer.write(refund.member.rawValue)
+            writer.writeString(refund.lane)
+            writer.writeString(refund.receipt)
+            writer.write(refund.originalStore.rawValue)
+            writer.writeString(refund.originalKey)
+            writer.write(refund.amountMinor)
+            writer.write(refund.pointsReversed)
+            writer.write(refund.pointsReturned)
         case .rightsMove(let member, let account, let to, let points):
             writer.write(UInt8(3))
             writer.write(member.rawValue)
@@ -185,7 +232,19 @@ extension LogEntry {
             operation = .purchase(
                 PurchaseRecord(
                     member: member, lane: lane, receipt: receipt, amountMinor: try reader.readUInt64(),
-                    pointsEarned: try reader.readUInt64(), pointsRedeemed: try reader.readUInt64()))
+                    pointsEarned: try reader.readUInt64(), pointsRedeemed: try reader.readUInt64(),
+                    uncoveredPoints: try reader.readUInt64()))
+        case 4:
+            let member = MemberID(rawValue: try reader.readUInt64())
+            let lane = try reader.readString(field: "lane", limit: maxTextBytes)
+            let receipt = try reader.readString(field: "receipt", limit: maxTextBytes)
+            let originalStore = NodeID(try reader.readUInt32())
+            let originalKey = try reader.readString(field: "original receipt", limit: maxTextBytes)
+            operation = .refund(
+                RefundRecord(
+                    member: member, lane: lane, receipt: receipt, originalStore: originalStore,
+                    originalKey: originalKey, amountMinor: try reader.readUInt64(),
+                    pointsReversed: try reader.readUInt64(), pointsReturned: try reader.readUInt64()))
         case 3:
             let member = MemberID(rawValue: try reader.readUInt64())
             let account = try decodeAccount(&reader)

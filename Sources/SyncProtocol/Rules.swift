@@ -34,7 +34,7 @@ public struct PartnerRules: Sendable, Equatable {
 }
 
 /// ⌊a·b/d⌋ without intermediate overflow; saturates at `UInt64.max`.
-func mulDiv(_ a: UInt64, _ b: UInt64, _ d: UInt64) -> UInt64 {
+public func mulDiv(_ a: UInt64, _ b: UInt64, _ d: UInt64) -> UInt64 {
     precondition(d > 0)
     let product = a.multipliedFullWidth(by: b)
     guard product.high < d else { return .max }

@@ -45,8 +45,18 @@ extension Edge {
         var hubKey: String
         @Option(name: .customLong("sync-interval-ms"), help: "How often to push and pull while online.")
         var syncInterval: UInt64 = 1_000
-        @Option(help: "Offline risk allowance: points a store may redeem beyond the rights it holds.")
-        var allowance: UInt64 = 0
+        @Option(help: "Offline policy: largest uncovered part of one redemption, in points (0: none).")
+        var offlineMaxPointsPerRedemption: UInt64 = 0
+        @Option(help: "Offline policy: uncovered points per member during one outage.")
+        var offlineMaxPointsPerMember: UInt64 = 0
+        @Option(help: "Offline policy: uncovered redemptions per member during one outage.")
+        var offlineMaxRedemptionsPerMember: UInt64 = 0
+        @Option(help: "Offline policy: uncovered points per store during one outage.")
+        var offlineMaxPointsPerStore: UInt64 = 0
+        @Option(help: "Offline policy: uncovered redemptions per store during one outage.")
+        var offlineMaxRedemptionsPerStore: UInt64 = 0
+        @Option(help: "Offline policy: no uncovered redemption once an outage is older than this.")
+        var offlineMaxOutageMinutes: UInt64 = 0
         @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
         var logLevel: String = "info"
 
@@ -69,7 +79,14 @@ extension Edge {
                 hub: SocketAddress(hub)!,
                 hubKey: PublicKey(hex: hubKey)!)
             configuration.syncIntervalMilliseconds = syncInterval
-            configuration.allowance = allowance
+            var policy = OfflinePolicy()
+            policy.maxPointsPerRedemption = offlineMaxPointsPerRedemption
+            policy.maxPointsPerMember = offlineMaxPointsPerMember
+            policy.maxRedemptionsPerMember = offlineMaxRedemptionsPerMember
+            policy.maxPointsPerStore = offlineMaxPointsPerStore
+            policy.maxRedemptionsPerStore = offlineMaxRedemptionsPerStore
+            policy.maxOutageMilliseconds = offlineMaxOutageMinutes * 60_000
+            configuration.offlinePolicy = policy
             prepareProcessSignals()
             let edge = try EdgeNode(configuration: configuration, logger: logger)
             if shouldWatchParent { try edge.stopWhenParentExits() }

@@ -8,13 +8,15 @@ import Testing
 private let card = "4600000000015"
 private let otherCard = "4006381333931"
 
-private func makeLedger(node: UInt32 = 1) throws -> (EdgeLedger, SQLiteConnection) {
+private func makeLedger(node: UInt32 = 1, policy: OfflinePolicy = OfflinePolicy()) throws -> (
+    EdgeLedger, SQLiteConnection
+) {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("edge-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     let db = try EdgeLedger.open(path: directory.appendingPathComponent("edge.sqlite").path)
     var key = [UInt8](repeating: 7, count: 32)
     let ledger = EdgeLedger(
-        node: NodeID(node), rules: PartnerRules(), allowance: 0, phoneKey: SecretBytes(consuming: &key))
+        node: NodeID(node), rules: PartnerRules(), policy: policy, phoneKey: SecretBytes(consuming: &key))
     return (ledger, db)
 }
 

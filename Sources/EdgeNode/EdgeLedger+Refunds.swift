@@ -1,0 +1,175 @@
+import NodeKit
+import SyncProtocol
+
+/// A refund as the POS asks for it: which purchase (store, lane, receipt) and how much.
+public struct RefundRequest: Sendable, Equatable {
+    public var lane: String
+    public var receipt: String
+    /// The store of the original purchase; nil means this store.
+    public var originalStore: NodeID?
+    public var originalLane: String
+    public var originalReceipt: String
+    /// Minor units to refund; nil refunds everything not yet refunded.
+    public var amountMinor: UInt64?
+
+    var idempotencyKey: String { "\(lane)/\(receipt)" }
+    var originalKey: String { "\(originalLane)/\(originalReceipt)" }
+}
+
+/// What a refund did, for the receipt.
+public struct RefundReceipt: Sendable, Equatable {
+    public var member: MemberID
+    public var sequence: UInt64
+    public var amountMinor: UInt64
+    public var pointsReversed: UInt64
+    public var pointsReturned: UInt64
+    public var balance: Int64
+    public var refundableLeft: UInt64
+    public var replayed: Bool
+
+    var json: JSONValue {
+        .object([
+            "member": .string(member.description), "sequence": .int(Int64(sequence)),
+            "amount": .int(Int64(amountMinor)),
+            "pointsReversed": .int(Int64(pointsReversed)), "pointsReturned": .int(Int64(pointsReturned)),
+            "balance": .int(balance), "memberDebt": .int(balance < 0 ? -balance : 0),
+            "refundableLeft": .int(Int64(refundableLeft)), "replayed": .bool(replayed),
+        ])
+    }
+}
+
+/// A quote: what a purchase would earn and how much could be redeemed, without writing anything.
+public struct Quote: Sendable, Equatable {
+    public var member: MemberID
+    public var amountMinor: UInt64
+    public var redeemPoints: UInt64
+    public var paidMinor: UInt64
+    public var pointsEarned: UInt64
+    public var maxRedeemable: UInt64
+    public var balance: Int64
+
+    var json: JSONValue {
+        .object([
+            "member": .string(member.description), "amount": .int(Int64(amountMinor)),
+            "redeem": .int(Int64(redeemPoints)), "paid": .int(Int64(paidMinor)),
+            "pointsEarned": .int(Int64(pointsEarned)), "maxRedeemable": .int(Int64(maxRedeemable)),
+            "balance": .int(balance),
+        ])
+    }
+}
+
+extension EdgeLedger {
+    /// Prices a check: points earned for a given redemption, and the most that can be redeemed
+    /// here now (online, the hub can add rights held elsewhere, up to the balance).
+    public func quote(
+        _ db: SQLiteConnection, card: String, amountMinor: UInt64, redeemPoints: UInt64, connectivity: Connectivity
+    ) throws -> Quote {
+        guard amountMinor > 0, amountMinor <= Self.maxAmountMinor else {
+            throw PosError.invalidAmount("amount must be between 1 and \(Self.maxAmountMinor) minor units")
+        }
+        let member = try identify(db, card: card, phone: nil)
+        let counter = try counter(db, member: member.id, account: .main)
+        let cap = rules.maxRedeemablePoints(amountMinor: amountMinor)
+        let (held, allowance) = try redeemableNow(db, counter, member: member.id, connectivity)
+        let available = connectivity.online ? UInt64(max(counter.balance, 0)) : held + allowance
+        let paid = rules.paidMinor(amountMinor: amountMinor, redeemedPoints: redeemPoints)
+        return Quote(
+            member: member.id, amountMinor: amountMinor, redeemPoints: redeemPoints, paidMinor: paid,
+            pointsEarned: rules.pointsEarned(paidMinor: paid), maxRedeemable: min(cap, available),
+            balance: counter.balance)
+    }
+
+    /// The purchase a refund refers to, from this store's log or from the synced logs of others.
+    func originalPurchase(_ db: SQLiteConnection, store: NodeID, key: String) throws -> PurchaseRecord? {
+        let rows =
+            store == node
+            ? try db.query("SELECT entry FROM log WHERE idem_key = ?", [.text(key)])
+            : try db.query(
+                "SELECT entry FROM remote_log WHERE origin = ? AND idem_key = ?",
+                [.int(Int(store.rawValue)), .text(key)])
+        guard let row = rows.first, case .purchase(let purchase) = try LogEntry(decoding: row.blob(0)).operation else {
+            return nil
+        }
+        return purchase
+    }
+
+    func refundTotals(_ db: SQLiteConnection, store: NodeID, key: String) throws -> (
+        refunded: UInt64, reversed: UInt64, returned: UInt64
+    ) {
+        guard
+            let row = try db.query(
+                "SELECT refunded_minor, reversed, returned FROM refund_totals WHERE original_store = ? AND original_key = ?",
+                [.int(Int(store.rawValue)), .text(key)]
+            ).first
+        else { return (0, 0, 0) }
+        return (row.uint(0), row.uint(1), row.uint(2))
+    }
+
+    /// Adds a refund (ours or another store's) to the totals of its purchase.
+    func recordRefund(_ db: SQLiteConnection, _ refund: RefundRecord) throws {
+        try db.run(
+            """
+            INSERT INTO refund_totals(original_store, original_key, refunded_minor, reversed, returned)
+            VALUES(?, ?, ?, ?, ?)
+            ON CONFLICT(original_store, original_key) DO UPDATE SET
+                refunded_minor = refunded_minor + excluded.refunded_minor,
+                reversed = reversed + excluded.reversed, returned = returned + excluded.returned
+            """,
+            [
+                .int(Int(refund.originalStore.rawValue)), .text(refund.originalKey), .uint(refund.amountMinor),
+                .uint(refund.pointsReversed), .uint(refund.pointsReturned),
+            ])
+    }
+
+    /// Refunds all or part of a purchase made here or (once synced) at another store: takes
+    /// back the points it earned and gives back the points it redeemed, in proportion.
+    /// Earned points already spent elsewhere become a member debt (a negative balance).
+    public func refund(_ db: SQLiteConnection, _ request: RefundRequest) throws -> RefundReceipt {
+        let store = request.originalStore ?? node
+        if let row = try db.query("SELECT entry FROM log WHERE idem_key = ?", [.text(request.idempotencyKey)]).first {
+            let entry = try LogEntry(decoding: row.blob(0))
+            guard case .refund(let done) = entry.operation, done.originalStore == store,
+                done.originalKey == request.originalKey,
+                request.amountMinor == nil || request.amountMinor == done.amountMinor
+            else { throw PosError.receiptConflict(request.idempotencyKey) }
+            let counter = try counter(db, member: done.member, account: .main)
+            let purchase = try originalPurchase(db, store: store, key: request.originalKey)
+            let totals = try refundTotals(db, store: store, key: request.originalKey)
+            return RefundReceipt(
+                member: done.member, sequence: entry.sequence, amountMinor: done.amountMinor,
+                pointsReversed: done.pointsReversed, pointsReturned: done.pointsReturned, balance: counter.balance,
+                refundableLeft: (purchase?.amountMinor ?? totals.refunded) - totals.refunded, replayed: true)
+        }
+        guard let purchase = try originalPurchase(db, store: store, key: request.originalKey) else {
+            throw PosError.unknownPurchase(store: store, key: request.originalKey, here: store == node)
+        }
+        let totals = try refundTotals(db, store: store, key: request.originalKey)
+        let remaining = purchase.amountMinor - min(purchase.amountMinor, totals.refunded)
+        let amount = request.amountMinor ?? remaining
+        guard amount > 0, amount <= remaining else {
+            throw PosError.refundTooLarge(requested: amount, refundable: remaining)
+        }
+        let refunded = totals.refunded + amount
+        let reversed = mulDiv(purchase.pointsEarned, refunded, purchase.amountMinor) - totals.reversed
+        let returned = mulDiv(purchase.pointsRedeemed, refunded, purchase.amountMinor) - totals.returned
+        var counter = try counter(db, member: purchase.member, account: .main)
+        var effects: [SlotWrite] = []
+        if reversed > 0 {
+            let (slot, value) = try counter.debit(at: node, reversed)
+            effects.append(SlotWrite(member: purchase.member, account: .main, slot: slot, value: value))
+        }
+        if returned > 0 {
+            let (slot, value) = try counter.earn(at: node, returned)
+            effects.append(SlotWrite(member: purchase.member, account: .main, slot: slot, value: value))
+        }
+        let record = RefundRecord(
+            member: purchase.member, lane: request.lane, receipt: request.receipt, originalStore: store,
+            originalKey: request.originalKey, amountMinor: amount, pointsReversed: reversed, pointsReturned: returned)
+        let entry = try append(
+            db, key: request.idempotencyKey, member: purchase.member, operation: .refund(record), effects: effects)
+        try recordRefund(db, record)
+        return RefundReceipt(
+            member: purchase.member, sequence: entry.sequence, amountMinor: amount, pointsReversed: reversed,
+            pointsReturned: returned, balance: counter.balance, refundableLeft: remaining - amount, replayed: false)
+    }
+}

@@ -265,7 +265,10 @@ public struct EdgeLedger: Sendable {
                 }
                 uncovered = request.redeemPoints - held
             }
-            let (slot, value) = try counter.redeem(at: node, request.redeemPoints, allowance: uncovered)
+            // Rights already below zero from earlier uncovered redemptions in this outage are
+            // part of what the policy bounds (through the exposure table), not of this check.
+            let deficit = UInt64(max(0, -counter.rights(node)))
+            let (slot, value) = try counter.redeem(at: node, request.redeemPoints, allowance: uncovered + deficit)
             effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
         }
         let paid = rules.paidMinor(amountMinor: request.amountMinor, redeemedPoints: request.redeemPoints)

@@ -1,0 +1,233 @@
+import Foundation
+import NodeKit
+import SyncProtocol
+import Testing
+
+@testable import EdgeNode
+
+private let card = "4600000000015"
+
+private func openLedger(node: UInt32 = 1, policy: OfflinePolicy = OfflinePolicy(), upTo version: Int64? = nil) throws
+    -> (EdgeLedger, SQLiteConnection)
+{
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("checkout-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let db = try SQLiteConnection(path: directory.appendingPathComponent("edge.sqlite").path)
+    try db.configureDurable()
+    try EdgeSchema.migrator.migrate(db, upTo: version)
+    var key = [UInt8](repeating: 7, count: 32)
+    return (
+        EdgeLedger(node: NodeID(node), rules: PartnerRules(), policy: policy, phoneKey: SecretBytes(consuming: &key)),
+        db
+    )
+}
+
+private func buy(_ amount: UInt64, redeem: UInt64 = 0, _ receipt: String) -> PurchaseRequest {
+    PurchaseRequest(card: card, amountMinor: amount, redeemPoints: redeem, lane: "1", receipt: receipt)
+}
+
+private func refund(_ receipt: String, of original: String, at store: UInt32? = nil, amount: UInt64? = nil)
+    -> RefundRequest
+{
+    RefundRequest(
+        lane: "1", receipt: receipt, originalStore: store.map { NodeID($0) }, originalLane: "1",
+        originalReceipt: original, amountMinor: amount)
+}
+
+private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
+    guard case .completed(let receipt) = outcome else { throw PosError.storage("not completed: \(outcome)") }
+    return receipt
+}
+
+@Suite struct RefundTests {
+    @Test func aFullRefundReversesTheEarnedPointsAndGivesBackTheRedeemedOnes() throws {
+        let (ledger, db) = try openLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, buy(200_000, "p1"))  // +100
+        _ = try receipt(try ledger.purchase(db, buy(100_000, redeem: 40, "p2")))  // -40, +48
+        let back = try ledger.refund(db, refund("r1", of: "p2"))
+        #expect(back.amountMinor == 100_000 && back.pointsReversed == 48 && back.pointsReturned == 40)
+        #expect(back.balance == 100 && back.refundableLeft == 0)
+        #expect(throws: PosError.refundTooLarge(requested: 0, refundable: 0)) {
+            _ = try ledger.refund(db, refund("r2", of: "p2"))
+        }
+    }
+
+    @Test func partialRefundsAreProportionalAndSumExactlyToTheFullRefund() throws {
+        let (ledger, db) = try openLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, buy(200_000, "seed"))
+        _ = try ledger.purchase(db, buy(100_000, redeem: 37, "p"))  // earned 5 % of 963.00 = 48
+        let parts: [UInt64] = [33_333, 33_333, 33_334]
+        var reversed: UInt64 = 0
+        var returned: UInt64 = 0
+        for (index, part) in parts.enumerated() {
+            let back = try ledger.refund(db, refund("r\(index)", of: "p", amount: part))
+            reversed += back.pointsReversed
+            returned += back.pointsReturned
+        }
+        #expect(reversed == 48 && returned == 37)
+        #expect(try ledger.identify(db, card: card, phone: nil).balance == 100)
+    }
+
+    @Test func aRefundOfPointsAlreadySpentBecomesAMemberDebt() throws {
+        let (ledger, db) = try openLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, buy(200_000, "p1"))  // +100
+        _ = try ledger.purchase(db, buy(100_000, redeem: 100, "p2"))  // -100, +45 on 900.00 paid
+        let debt = try ledger.refund(db, refund("r", of: "p1"))
+        #expect(debt.pointsReversed == 100)
+        #expect(debt.balance == -55, "points taken back after they were spent are a debt, never dropped")
+        #expect(debt.json["memberDebt"] == 55)
+    }
+
+    @Test func aRefundAtAnotherStoreWorksOnceThePurchaseHasSynced() throws {
+        let (storeA, dbA) = try openLedger(node: 1)
+        let (storeB, dbB) = try openLedger(node: 2)
+        _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)
+        _ = try storeA.purchase(dbA, buy(200_000, "p1"))
+        let early = try #require(throws: PosError.self) { _ = try storeB.refund(dbB, refund("r", of: "p1", at: 1)) }
+        #expect(early.code == 1011 && early.message.contains("not known here yet"))
+        let entries = try storeA.preparePush(dbA, after: 0, limit: 100)
+        try storeB.applyFeed(
+            dbB, entries.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 1), entry: $0.element) }, upTo: 3
+        )
+        let back = try storeB.refund(dbB, refund("r", of: "p1", at: 1, amount: 50_000))
+        #expect(back.pointsReversed == 25 && back.refundableLeft == 150_000)
+        // The refund syncs back to A, which then knows less remains refundable.
+        let refundEntries = try storeB.preparePush(dbB, after: 0, limit: 100)
+        try storeA.applyFeed(
+            dbA, refundEntries.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 10), entry: $0.element) },
+            upTo: 20)
+        #expect(throws: PosError.refundTooLarge(requested: 200_000, refundable: 150_000)) {
+            _ = try storeA.refund(dbA, refund("r-a", of: "p1", amount: 200_000))
+        }
+    }
+
+    @Test func aRetriedRefundIsAnsweredFromTheLog() throws {
+        let (ledger, db) = try openLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, buy(200_000, "p1"))
+        let first = try ledger.refund(db, refund("r", of: "p1", amount: 10_000))
+        let again = try ledger.refund(db, refund("r", of: "p1", amount: 10_000))
+        #expect(again.replayed && again.sequence == first.sequence && again.pointsReversed == first.pointsReversed)
+        #expect(throws: PosError.receiptConflict("1/r")) {
+            _ = try ledger.refund(db, refund("r", of: "p1", amount: 20_000))
+        }
+        #expect(throws: PosError.self) { _ = try ledger.refund(db, refund("x", of: "nope")) }
+    }
+}
+
+@Suite struct OfflinePolicyTests {
+    static var policy: OfflinePolicy {
+        var policy = OfflinePolicy()
+        policy.maxPointsPerRedemption = 30
+        policy.maxPointsPerMember = 50
+        policy.maxRedemptionsPerMember = 2
+        policy.maxPointsPerStore = 1_000
+        policy.maxRedemptionsPerStore = 10
+        policy.maxOutageMilliseconds = 3_600_000
+        return policy
+    }
+
+    @Test func offlineRedemptionBeyondRightsIsBoundedAndRecordedAsExposure() throws {
+        let (ledger, db) = try openLedger(node: 2, policy: Self.policy)
+        // The member's points were earned elsewhere: this store holds no rights.
+        let member = MemberID(origin: NodeID(1), serial: 1)
+        let stamp = HLCTimestamp(rawValue: 1)
+        let entries = [
+            LogEntry(
+                origin: NodeID(1), sequence: 1, timestamp: stamp, idempotencyKey: "",
+                operation: .registerMember(
+                    MemberRecord(id: member, card: card, phoneHash: [], referrer: nil, registeredAt: stamp)),
+                effects: []),
+            LogEntry(
+                origin: NodeID(1), sequence: 2, timestamp: stamp, idempotencyKey: "1/x",
+                operation: .purchase(
+                    PurchaseRecord(
+                        member: member, lane: "1", receipt: "x", amountMinor: 200_000, pointsEarned: 100,
+                        pointsRedeemed: 0)),
+                effects: [SlotWrite(member: member, account: .main, slot: .earned(NodeID(1)), value: 100)]),
+        ]
+        try ledger.applyFeed(
+            db, entries.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 1), entry: $0.element) }, upTo: 2)
+        let offline = Connectivity.offline(since: 1_000, now: 2_000)
+        let online = Connectivity.online(now: 2_000)
+        #expect(
+            try ledger.purchase(db, buy(100_000, redeem: 20, "o1"), connectivity: online)
+                == .needsRights(member: member, shortfall: 20, redeemable: 0), "online, the hub is asked first")
+        // 100.00 checks: at most 30 points each; 5 % of what is paid is earned here.
+        let first = try receipt(try ledger.purchase(db, buy(10_000, redeem: 30, "o2"), connectivity: offline))
+        #expect(first.pointsRedeemed == 30 && first.pointsEarned == 3 && first.balance == 73)
+        #expect(throws: PosError.insufficientPoints(requested: 30, redeemable: 20, online: false)) {
+            // 20 of the member's 50 uncovered points are left in this outage
+            _ = try ledger.purchase(db, buy(10_000, redeem: 30, "o3"), connectivity: offline)
+        }
+        _ = try receipt(try ledger.purchase(db, buy(10_000, redeem: 20, "o4"), connectivity: offline))
+        let third = try #require(throws: PosError.self) {
+            _ = try ledger.purchase(db, buy(10_000, redeem: 5, "o5"), connectivity: offline)
+        }
+        #expect(third.code == 1003, "two uncovered redemptions per member per outage")
+        let status = try ledger.status(db, connectivity: offline)
+        #expect(status.exposure.storePoints == 50 && status.exposure.storeCount == 2)
+        #expect(status.exposureTotalPoints == 50)
+        // A new outage starts a new budget; an outage past its age allows nothing uncovered.
+        let later = Connectivity.offline(since: 10_000, now: 10_000 + 3_600_001)
+        #expect(throws: PosError.self) {
+            _ = try ledger.purchase(db, buy(10_000, redeem: 5, "o6"), connectivity: later)
+        }
+        let fresh = Connectivity.offline(since: 10_000, now: 20_000)
+        _ = try receipt(try ledger.purchase(db, buy(10_000, redeem: 5, "o7"), connectivity: fresh))
+    }
+
+    @Test func withTheDefaultPolicyNothingUncoveredIsEverRedeemed() throws {
+        let (ledger, db) = try openLedger(node: 1)
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, buy(200_000, "p"))
+        let refused = try #require(throws: PosError.self) {
+            _ = try ledger.purchase(db, buy(1_000_000, redeem: 101, "q"), connectivity: .offline(since: 0, now: 1))
+        }
+        #expect(refused.data?["redeemable"] == 100)
+    }
+
+    @Test func aQuoteShowsPointsAndTheMostRedeemableWithoutWriting() throws {
+        let (ledger, db) = try openLedger(node: 1)
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, buy(200_000, "p"))
+        let quote = try ledger.quote(
+            db, card: card, amountMinor: 50_000, redeemPoints: 10, connectivity: .online(now: 0))
+        #expect(quote.paidMinor == 49_000 && quote.pointsEarned == 24 && quote.maxRedeemable == 100)
+        let small = try ledger.quote(
+            db, card: card, amountMinor: 10_000, redeemPoints: 0, connectivity: .online(now: 0))
+        #expect(small.maxRedeemable == 30, "capped at 30 % of the check")
+        #expect(try ledger.status(db).lastSequence == 2, "a quote writes nothing")
+    }
+}
+
+@Suite struct SchemaUpgradeTests {
+    /// A replica at every earlier schema version upgrades in place, keeps its data, and the
+    /// new features work on the old data.
+    @Test(arguments: [Int64(1)])
+    func anOlderReplicaUpgradesAndKeepsItsData(from version: Int64) throws {
+        let (storeA, dbA) = try openLedger(node: 1)
+        _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)
+        _ = try storeA.purchase(dbA, buy(200_000, "p1"))
+        let entries = try storeA.preparePush(dbA, after: 0, limit: 100)
+
+        let (storeB, dbB) = try openLedger(node: 2, upTo: version)
+        #expect(try dbB.userVersion == version)
+        // Write the way that schema version did: remote entries without their receipt key.
+        for (index, entry) in entries.enumerated() {
+            try dbB.run(
+                "INSERT INTO remote_log(origin, seq, feed_seq, entry) VALUES(?, ?, ?, ?)",
+                [.int(1), .uint(entry.sequence), .int(index + 1), .blob(entry.encoded)])
+            if case .registerMember(let record) = entry.operation { try CounterSlots.insertMember(dbB, record) }
+            try CounterSlots.apply(dbB, entry.effects)
+        }
+        try EdgeSchema.migrator.migrate(dbB)
+        #expect(try dbB.userVersion == EdgeSchema.migrator.latestVersion)
+        #expect(try storeB.identify(dbB, card: card, phone: nil).balance == 100)
+        let back = try storeB.refund(dbB, refund("r", of: "p1", at: 1))
+        #expect(back.pointsReversed == 100, "the upgrade backfilled the receipt keys of synced purchases")
+    }
+}

@@ -12,9 +12,10 @@ private struct World {
         AccountKey(member: MemberID(origin: NodeID(2), serial: 1), account: .promo),
     ]
     var replicas = World.nodes.map { _ in ReplicaState() }
-    /// Deltas in flight: (to, writes).
-    var network: [(to: Int, writes: [SlotWrite])] = []
-    /// What each sender last shipped to each receiver (a retry resends from here).
+    /// Deltas in flight, with the sender's version they cover.
+    var network: [(from: Int, to: Int, writes: [SlotWrite], upTo: UInt64)] = []
+    /// What each receiver acknowledged of each sender (the next delta starts there; a lost
+    /// delta or a lost ack only means the next one resends more).
     var shipped: [[UInt64]] = World.nodes.map { _ in World.nodes.map { _ in 0 } }
     var refusedOverdrafts = 0
 
@@ -40,26 +41,31 @@ private struct World {
             case 4:
                 // Ship a delta; the "network" may lose it (it is simply never delivered).
                 let (writes, upTo) = replicas[node].delta(after: shipped[node][peer])
-                network.append((peer, writes))
-                if code % 3 == 0 { shipped[node][peer] = upTo }  // acknowledged: next delta starts here
+                network.append((node, peer, writes, upTo))
             case 5:
                 // Deliver a random in-flight delta, sometimes twice (duplication).
                 guard !network.isEmpty else { continue }
                 let index = code % network.count
                 let message = network[index]
-                replicas[message.to].apply(message.writes)
+                deliver(message, acknowledged: code % 3 != 0)
                 if code % 2 == 0 { network.remove(at: index) }
             default:
                 // Deliver the oldest last: reordering.
                 guard let message = network.popLast() else { continue }
-                replicas[message.to].apply(message.writes)
+                deliver(message, acknowledged: code % 3 != 1)
             }
         }
     }
 
+    /// A delta arrives; its acknowledgement may be lost on the way back.
+    mutating func deliver(_ message: (from: Int, to: Int, writes: [SlotWrite], upTo: UInt64), acknowledged: Bool) {
+        replicas[message.to].apply(message.writes)
+        if acknowledged { shipped[message.from][message.to] = max(shipped[message.from][message.to], message.upTo) }
+    }
+
     /// Heal: every node sends everything after 0 (a full retry) to every other node.
     mutating func heal() {
-        for (index, message) in network.enumerated() where index % 2 == 0 { replicas[message.to].apply(message.writes) }
+        for (index, message) in network.enumerated() where index % 2 == 0 { deliver(message, acknowledged: true) }
         network.removeAll()
         for from in replicas.indices {
             for to in replicas.indices where to != from { replicas[to].apply(replicas[from].delta(after: 0).writes) }
@@ -70,6 +76,17 @@ private struct World {
 private let schedules = Gen.int(in: 0...100_000).array(of: 0...300)
 
 @Suite struct ReplicationPropertyTests {
+    /// A schedule that once failed: a delta acknowledged before it arrived let a replica see
+    /// a redemption before the points it spent. Acks now follow delivery, as in the protocol.
+    @Test func aDeltaIsAcknowledgedOnlyAfterItArrived() {
+        var world = World()
+        // Shrunk from seed 8bkUQWByDgViyv2st4uGrRjY4zpEu/95sFcgpl1FDGQ=.
+        world.run([40299, 48591, 39573, 46519, 14041])
+        for replica in world.replicas {
+            for key in World.accounts { #expect(replica.counter(key).balance >= 0) }
+        }
+    }
+
     @Test func everyScheduleConvergesAfterHealing() async {
         await propertyCheck(count: 300, input: schedules) { schedule in
             var world = World()

@@ -21,6 +21,8 @@ public final class LocalCluster: @unchecked Sendable {
         public let name: String
         public let id: UInt32
         public let pos: SocketAddress
+        /// The store's Unix-domain POS socket.
+        public let posSocket: String
         let relayPID: Int32
     }
 
@@ -35,6 +37,8 @@ public final class LocalCluster: @unchecked Sendable {
     private var storeArguments: [String: [String]] = [:]
     public var syncIntervalMilliseconds = 200
     public var handshakeTimeoutMilliseconds = 5_000
+    /// More `edge run` arguments for every store started from now on.
+    public var extraStoreArguments: [String] = []
     /// The hub's sync address once started.
     public var hubAddress: SocketAddress { SocketAddress(host: "127.0.0.1", port: hubPort) }
 
@@ -152,16 +156,19 @@ public final class LocalCluster: @unchecked Sendable {
             log: "relay-\(name).log")
         try waitForPort(relayPort, what: "relay for \(name)")
         let posPort = try Self.freePort()
-        let arguments = [
-            "run", "--node", "\(id)", "--data", workDirectory.appendingPathComponent(name).path, "--key", keyPath,
-            "--pos", "127.0.0.1:\(posPort)", "--hub", "127.0.0.1:\(relayPort)", "--hub-key", hubKey,
-            "--sync-interval-ms", "\(syncIntervalMilliseconds)",
-        ]
+        let socketPath = workDirectory.appendingPathComponent("\(name).sock").path
+        let arguments =
+            [
+                "run", "--node", "\(id)", "--data", workDirectory.appendingPathComponent(name).path, "--key", keyPath,
+                "--pos", "127.0.0.1:\(posPort)", "--pos-socket", socketPath, "--hub", "127.0.0.1:\(relayPort)",
+                "--hub-key", hubKey, "--sync-interval-ms", "\(syncIntervalMilliseconds)",
+            ] + extraStoreArguments
         storeArguments[name] = arguments
         storeProcesses[name] = try launch("edge", arguments, log: "\(name).log")
         try waitForPort(posPort, what: "store \(name)")
         let handle = StoreHandle(
-            name: name, id: id, pos: SocketAddress(host: "127.0.0.1", port: posPort), relayPID: relay.processIdentifier)
+            name: name, id: id, pos: SocketAddress(host: "127.0.0.1", port: posPort), posSocket: socketPath,
+            relayPID: relay.processIdentifier)
         stores[name] = handle
         return handle
     }

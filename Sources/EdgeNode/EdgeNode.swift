@@ -14,6 +14,8 @@ public struct EdgeConfiguration: Sendable {
     public var rules = PartnerRules()
     public var offlinePolicy = OfflinePolicy()
     public var syncIntervalMilliseconds: UInt64 = 1_000
+    /// Optional Unix-domain socket for POS software on the same box.
+    public var posSocket: String?
 
     public init(
         node: NodeID, dataDirectory: String, keyFile: String, pos: SocketAddress, hub: SocketAddress, hubKey: PublicKey
@@ -37,6 +39,7 @@ public final class EdgeNode {
     private let uplink: Uplink
     private let service: PosService
     private let listener: TCPListener
+    private var pipeListener: PipeListener?
     private var connections: [ObjectIdentifier: TCPStream] = [:]
     private var signals: [SignalWatcher] = []
     private var parentWatch: LoopTimer?
@@ -67,6 +70,11 @@ public final class EdgeNode {
         service = PosService(loop: loop, writer: writer, ledger: ledger, uplink: uplink, logger: logger)
         listener = try TCPListener(loop: loop)
         posPort = try listener.listen(on: configuration.pos) { [unowned self] stream in self.accept(stream) }
+        if let path = configuration.posSocket {
+            let pipe = try PipeListener(loop: loop, path: path)
+            try pipe.listen { [unowned self] stream in self.accept(stream) }
+            pipeListener = pipe
+        }
         uplink.start()
         for signal in [SIGINT, SIGTERM] {
             signals.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.shutdown() })
@@ -115,6 +123,7 @@ public final class EdgeNode {
     public func shutdown() {
         logger.info("edge node stopping")
         listener.close()
+        pipeListener?.close()
         for stream in connections.values { stream.close() }
         uplink.stop()
         writer.close()
@@ -131,6 +140,16 @@ public final class PosClient {
 
     public init(address: SocketAddress, timeoutSeconds: Int = 10) throws {
         client = try BlockingLineClient(connectTo: address, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// Connects over the node's Unix-domain socket.
+    public init(socketPath: String, timeoutSeconds: Int = 10) throws {
+        client = try BlockingLineClient(unixPath: socketPath, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// Waits for the next line the node sends unasked (a scan notification).
+    public func nextNotification() throws -> JSONValue {
+        try JSONValue.parse(Array(try client.readLine().utf8))
     }
 
     /// Calls `method`; returns the result, or throws the node's error as a `PosError`.

@@ -56,12 +56,27 @@ public final class TCPStream: LoopHandle {
     /// The peer closed its side (nil) or the connection failed (an error). The stream closes itself.
     public var onEnd: ((UVError?) -> Void)?
 
+    /// Whether this is a TCP connection or a Unix-domain socket connection.
+    public let isPipe: Bool
+
     public init(loop: EventLoop) throws(UVError) {
+        isPipe = false
         super.init(type: UV_TCP)
         let rc = uv_tcp_init(loop.raw, tcp)
         if rc < 0 {
             abandon()
             throw UVError(code: rc, call: "uv_tcp_init")
+        }
+    }
+
+    /// A Unix-domain socket connection (accepted by `PipeListener`).
+    public init(pipeOn loop: EventLoop) throws(UVError) {
+        isPipe = true
+        super.init(type: UV_NAMED_PIPE)
+        let rc = uv_pipe_init(loop.raw, UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_pipe_t.self), 0)
+        if rc < 0 {
+            abandon()
+            throw UVError(code: rc, call: "uv_pipe_init")
         }
     }
 
@@ -177,6 +192,7 @@ public final class TCPStream: LoopHandle {
 
     /// The peer's IP address as text, or nil when it cannot be read.
     public var peerHost: String? {
+        guard !isPipe else { return "local" }
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) {
@@ -262,4 +278,50 @@ public final class TCPListener: LoopHandle {
     }
 
     override func didClose() { onConnection = nil }
+}
+
+/// A listening Unix-domain socket for local POS software; each connection goes to `onConnection`.
+public final class PipeListener: LoopHandle {
+    private let loop: EventLoop
+    private var onConnection: ((TCPStream) -> Void)?
+    public let path: String
+
+    public init(loop: EventLoop, path: String) throws(UVError) {
+        self.loop = loop
+        self.path = path
+        super.init(type: UV_NAMED_PIPE)
+        let rc = uv_pipe_init(loop.raw, UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_pipe_t.self), 0)
+        if rc < 0 {
+            abandon()
+            throw UVError(code: rc, call: "uv_pipe_init")
+        }
+    }
+
+    /// Binds (replacing a stale socket file), restricts it to owner and group, and listens.
+    public func listen(mode: mode_t = 0o660, _ body: @escaping (TCPStream) -> Void) throws(UVError) {
+        let pipe = UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_pipe_t.self)
+        unlink(path)
+        try UVError.check(uv_pipe_bind(pipe, path), "bind \(path)")
+        chmod(path, mode)
+        onConnection = body
+        try UVError.check(
+            uv_listen(
+                UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self), 128,
+                { server, status in
+                    guard status >= 0,
+                        let listener = LoopHandle.from(server.map(UnsafeMutableRawPointer.init), as: PipeListener.self),
+                        let client = try? TCPStream(pipeOn: listener.loop)
+                    else { return }
+                    if uv_accept(server, client.stream) == 0 {
+                        listener.onConnection?(client)
+                    } else {
+                        client.close()
+                    }
+                }), "listen \(path)")
+    }
+
+    override func didClose() {
+        onConnection = nil
+        unlink(path)
+    }
 }

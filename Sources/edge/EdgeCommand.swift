@@ -39,6 +39,8 @@ extension Edge {
         var key: String
         @Option(help: "POS API address, HOST:PORT.")
         var pos: String = "127.0.0.1:7401"
+        @Option(name: .customLong("pos-socket"), help: "Also serve the POS API on this Unix-domain socket.")
+        var posSocket: String?
         @Option(help: "The hub's sync address, HOST:PORT.")
         var hub: String = "127.0.0.1:7400"
         @Option(name: .customLong("hub-key"), help: "The hub's public key (hex); the store refuses any other hub.")
@@ -79,6 +81,7 @@ extension Edge {
                 hub: SocketAddress(hub)!,
                 hubKey: PublicKey(hex: hubKey)!)
             configuration.syncIntervalMilliseconds = syncInterval
+            configuration.posSocket = posSocket
             var policy = OfflinePolicy()
             policy.maxPointsPerRedemption = offlineMaxPointsPerRedemption
             policy.maxPointsPerMember = offlineMaxPointsPerMember
@@ -105,6 +108,8 @@ extension Edge {
         var params: String = "{}"
         @Option(help: "The node's POS address, HOST:PORT.")
         var address: String = "127.0.0.1:7401"
+        @Option(help: "Use the node's Unix-domain socket instead of TCP.")
+        var socket: String?
 
         func run() throws {
             guard let target = SocketAddress(address) else { throw ValidationError("--address must be HOST:PORT") }
@@ -112,7 +117,8 @@ extension Edge {
                 throw ValidationError("--params must be a JSON object")
             }
             do {
-                let result = try PosClient(address: target).call(method, fields)
+                let client = try socket.map { try PosClient(socketPath: $0) } ?? PosClient(address: target)
+                let result = try client.call(method, fields)
                 print(result.jsonLine)
             } catch let error as PosError {
                 FileHandle.standardError.write(Data("error \(error.code): \(error.message)\n".utf8))

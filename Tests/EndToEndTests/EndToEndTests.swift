@@ -122,3 +122,122 @@ private func withCluster<T>(_ body: (LocalCluster) throws -> T) throws -> T {
         }
     }
 }
+
+/// Purchases acknowledged to lanes, shared by lane threads.
+private final class Ledger: @unchecked Sendable {
+    // @unchecked: every field is used under `lock`.
+    private let lock = NSLock()
+    private var acknowledged: Set<String> = []
+    private var attempted: Set<String> = []
+    func attempt(_ receipt: String) { lock.withLock { _ = attempted.insert(receipt) } }
+    func acknowledge(_ receipt: String) { lock.withLock { _ = acknowledged.insert(receipt) } }
+    var snapshot: (attempted: Set<String>, acknowledged: Set<String>) { lock.withLock { (attempted, acknowledged) } }
+}
+
+@Suite(.serialized) struct EdgeRobustnessTests {
+    @Test func thePosAPIIsServedOverAUnixSocketToo() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            let store = try cluster.addStore(name: "A", partner: "grocer")
+            let local = try PosClient(socketPath: store.posSocket)
+            _ = try local.call("member.register", ["card": "4600000000015"])
+            #expect(
+                try PosClient(address: store.pos).call("account.balance", ["card": "4600000000015"])["balance"] == 0)
+        }
+    }
+
+    /// kill -9 the edge while eight lanes are buying, several times: every purchase a lane
+    /// was told succeeded is there exactly once, and nothing is half-applied.
+    @Test func killNineUnderLoadLosesNothingAcknowledgedAndAppliesNothingTwice() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            let store = try cluster.addStore(name: "A", partner: "grocer")
+            _ = try PosClient(address: store.pos).call("member.register", ["card": "4600000000015"])
+            let ledger = Ledger()
+            for round in 0..<3 {
+                var lanes: [Thread] = []
+                for lane in 0..<8 {
+                    let thread = Thread {
+                        guard let client = try? PosClient(address: store.pos, timeoutSeconds: 5) else { return }
+                        for index in 0..<10_000 {
+                            let receipt = "r\(round)-\(lane)-\(index)"
+                            ledger.attempt(receipt)
+                            guard
+                                let answer = try? client.call(
+                                    "checkout.purchase",
+                                    [
+                                        "card": "4600000000015", "amount": 20_000, "lane": .string("\(lane)"),
+                                        "receipt": .string(receipt),
+                                    ])
+                            else { return }
+                            if answer["pointsEarned"] == 10 { ledger.acknowledge(receipt) }
+                        }
+                    }
+                    lanes.append(thread)
+                    thread.start()
+                }
+                usleep(UInt32.random(in: 200_000...700_000))
+                try cluster.kill9("A")
+                while lanes.contains(where: { $0.isExecuting }) { usleep(10_000) }
+                try cluster.restartStore("A")
+            }
+            let (attempted, acknowledged) = ledger.snapshot
+            #expect(acknowledged.count > 50, "the lanes got answers before each crash")
+            let client = try PosClient(address: store.pos)
+            var applied = 0
+            for receipt in attempted.sorted() {
+                let parts = receipt.split(separator: "-")
+                let answer = try client.call(
+                    "checkout.purchase",
+                    [
+                        "card": "4600000000015", "amount": 20_000, "lane": .string(String(parts[1])),
+                        "receipt": .string(receipt),
+                    ])
+                if answer["replayed"] == .bool(true) {
+                    applied += 1
+                } else {
+                    #expect(!acknowledged.contains(receipt), "acknowledged purchase \(receipt) was lost")
+                }
+            }
+            #expect(applied >= acknowledged.count)
+            // Every attempted purchase is now in exactly once; the balance agrees with the log.
+            let balance = try client.call("account.balance", ["card": "4600000000015"])["balance"]
+            #expect(balance == .int(Int64(attempted.count * 10)))
+        }
+    }
+
+    @Test func aLaneThatDisconnectsMidRequestLosesNothingAndOthersAreServed() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            let store = try cluster.addStore(name: "A", partner: "grocer")
+            let pos = try PosClient(address: store.pos)
+            _ = try pos.call("member.register", ["card": "4600000000015"])
+            do {
+                let leaving = try BlockingLineClient(connectTo: store.pos)
+                try leaving.send(
+                    line:
+                        #"{"jsonrpc":"2.0","id":1,"method":"checkout.purchase","params":{"card":"4600000000015","amount":20000,"lane":"9","receipt":"gone"}}"#
+                )
+            }  // closed before the answer
+            usleep(200_000)
+            let retry = try pos.call(
+                "checkout.purchase", ["card": "4600000000015", "amount": 20_000, "lane": "9", "receipt": "gone"])
+            #expect(retry["replayed"] == .bool(true), "the purchase was recorded once; the retry gets its answer")
+        }
+    }
+
+    @Test func aFloodFromOneLaneDoesNotStopTheOthers() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            let store = try cluster.addStore(name: "A", partner: "grocer")
+            let flood = try BlockingLineClient(connectTo: store.pos)
+            let line = #"{"jsonrpc":"2.0","id":1,"method":"node.status"}"#
+            for _ in 0..<5_000 { try flood.send(line: line) }
+            let start = Date()
+            let status = try PosClient(address: store.pos, timeoutSeconds: 10).call("node.status")
+            #expect(status["node"] == .int(Int64(store.id)))
+            #expect(Date().timeIntervalSince(start) < 5)
+            #expect(try flood.readLine().contains("\"result\""), "the flooding lane is answered too")
+        }
+    }
+}

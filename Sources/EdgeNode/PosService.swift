@@ -67,9 +67,14 @@ final class PosService {
         do {
             switch method {
             case "member.identify":
-                let card = try Params.optionalString(params, "card")
+                var card = try Params.optionalString(params, "card")
+                if let code = try Params.optionalString(params, "code") {
+                    do { card = try ScanCode.card(fromScan: code).digits } catch {
+                        throw PosError.invalidCard(error.description)
+                    }
+                }
                 let phone = try Params.optionalString(params, "phone")
-                run(done) { [ledger] db in try ledger.identify(db, card: card, phone: phone).json }
+                run(done) { [ledger, card] db in try ledger.identify(db, card: card, phone: phone).json }
             case "member.register":
                 let card = try Params.string(params, "card")
                 let phone = try Params.optionalString(params, "phone")

@@ -33,3 +33,38 @@ public struct CardNumber: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { digits }
 }
+
+/// What a barcode scanner read: an EAN-13 card barcode, or a QR code whose payload carries
+/// the card number as `LOYALTY:<13 digits>` (the form printed on wallet cards).
+public enum ScanCode {
+    public static let qrPrefix = "LOYALTY:"
+
+    public enum Failure: Error, Equatable, Sendable, CustomStringConvertible {
+        case card(CardError)
+        case unknownFormat(String)
+
+        public var description: String {
+            switch self {
+            case .card(let error): return error.description
+            case .unknownFormat(let text):
+                let shown = text.count > 40 ? String(text.prefix(40)) + "…" : text
+                return "scanned code '\(shown)' is neither a loyalty card barcode nor a loyalty QR code"
+            }
+        }
+    }
+
+    /// The card number in a scanned code, check digit verified.
+    public static func card(fromScan raw: String) throws(Failure) -> CardNumber {
+        let text = String(
+            raw.drop(while: { $0.isWhitespace }).reversed().drop(while: { $0.isWhitespace }).reversed())
+        let digits: String
+        if text.uppercased().hasPrefix(qrPrefix) {
+            digits = String(text.dropFirst(qrPrefix.count))
+        } else if text.utf8.count == 13, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
+            digits = text
+        } else {
+            throw .unknownFormat(text)
+        }
+        do { return try CardNumber(digits) } catch { throw .card(error) }
+    }
+}

@@ -70,3 +70,21 @@ import Testing
         #expect(mulDiv(UInt64.max, 3, 4) == UInt64.max / 4 * 3 + 2)
     }
 }
+
+@Suite struct ScanCodeTests {
+    @Test func barcodesAndQRPayloadsYieldTheCardNumber() throws {
+        #expect(try ScanCode.card(fromScan: "4600000000015\r").digits == "4600000000015")
+        #expect(try ScanCode.card(fromScan: "LOYALTY:4600000000015").digits == "4600000000015")
+        #expect(try ScanCode.card(fromScan: "loyalty:4006381333931").digits == "4006381333931")
+    }
+
+    @Test func badScansAreRefusedClearly() {
+        #expect(throws: ScanCode.Failure.card(.badCheckDigit("4600000000017", expected: 5))) {
+            try ScanCode.card(fromScan: "LOYALTY:4600000000017")
+        }
+        #expect(throws: ScanCode.Failure.unknownFormat("https://example.org/promo")) {
+            try ScanCode.card(fromScan: "https://example.org/promo")
+        }
+        #expect(throws: ScanCode.Failure.card(.notThirteenDigits("12"))) { try ScanCode.card(fromScan: "LOYALTY:12") }
+    }
+}

@@ -16,6 +16,8 @@ public struct EdgeConfiguration: Sendable {
     public var syncIntervalMilliseconds: UInt64 = 1_000
     /// Optional Unix-domain socket for POS software on the same box.
     public var posSocket: String?
+    /// Barcode scanners, one or more per lane.
+    public var scanners: [ScannerConfiguration] = []
 
     public init(
         node: NodeID, dataDirectory: String, keyFile: String, pos: SocketAddress, hub: SocketAddress, hubKey: PublicKey
@@ -40,6 +42,7 @@ public final class EdgeNode {
     private let service: PosService
     private let listener: TCPListener
     private var pipeListener: PipeListener?
+    private var scanners: ScannerService?
     private var connections: [ObjectIdentifier: TCPStream] = [:]
     private var signals: [SignalWatcher] = []
     private var parentWatch: LoopTimer?
@@ -75,6 +78,11 @@ public final class EdgeNode {
             try pipe.listen { [unowned self] stream in self.accept(stream) }
             pipeListener = pipe
         }
+        let scannerService = ScannerService(loop: loop, logger: logger) { [unowned service] lane, code in
+            service.scan(lane: lane, code: code)
+        }
+        try scannerService.start(configuration.scanners)
+        scanners = scannerService
         uplink.start()
         for signal in [SIGINT, SIGTERM] {
             signals.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.shutdown() })
@@ -94,7 +102,7 @@ public final class EdgeNode {
         stream.onRead = { [unowned self, unowned stream] bytes in
             do {
                 for line in try lines.append(bytes) where !line.isEmpty {
-                    service.handle(line: line) { [weak stream] response in
+                    service.handle(line: line, connection: id) { [weak stream] response in
                         stream?.write(Array((response + "\n").utf8))
                     }
                 }
@@ -103,8 +111,14 @@ public final class EdgeNode {
                 stream.close()
             }
         }
-        stream.onEnd = { [unowned self] _ in connections[id] = nil }
-        stream.onClose = { [unowned self] in connections[id] = nil }
+        stream.onEnd = { [unowned self] _ in
+            connections[id] = nil
+            service.detach(id)
+        }
+        stream.onClose = { [unowned self] in
+            connections[id] = nil
+            service.detach(id)
+        }
         do { try stream.startReading() } catch { stream.close() }
     }
 
@@ -124,6 +138,7 @@ public final class EdgeNode {
         logger.info("edge node stopping")
         listener.close()
         pipeListener?.close()
+        scanners?.close()
         for stream in connections.values { stream.close() }
         uplink.stop()
         writer.close()

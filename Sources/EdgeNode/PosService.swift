@@ -21,6 +21,70 @@ final class PosService {
         startedAt = loop.nowMilliseconds
     }
 
+    /// POS connections attached to lanes, which receive that lane's scans as notifications.
+    private var attached: [String: [ObjectIdentifier: (String) -> Void]] = [:]
+
+    /// Forgets a closed connection.
+    func detach(_ connection: ObjectIdentifier) {
+        for lane in attached.keys { attached[lane]?[connection] = nil }
+    }
+
+    /// A scanner read `code` on `lane`: identify the member and tell that lane's POS.
+    func scan(lane: String, code: String) {
+        let notify: (JSONValue) -> Void = { [weak self] message in
+            guard let self else { return }
+            let targets = self.attached[lane] ?? [:]
+            if targets.isEmpty {
+                self.logger.notice("scan on a lane with no attached POS", metadata: ["lane": "\(lane)"])
+            }
+            for send in targets.values { send(message.jsonLine) }
+        }
+        let card: CardNumber
+        do { card = try ScanCode.card(fromScan: code) } catch {
+            notify(
+                Self.notification(
+                    "scan.refused", lane: lane, ["error": Self.errorBody(.invalidCard(error.description))]))
+            return
+        }
+        let ledger = self.ledger
+        writer.submit({ db in try ledger.identify(db, card: card.digits, phone: nil).json }) { result in
+            switch result {
+            case .success(let member): notify(Self.notification("scan.identified", lane: lane, ["member": member]))
+            case .failure(let error as PosError):
+                notify(Self.notification("scan.refused", lane: lane, ["error": Self.errorBody(error)]))
+            case .failure(let error):
+                notify(Self.notification("scan.refused", lane: lane, ["error": Self.errorBody(.storage("\(error)"))]))
+            }
+        }
+    }
+
+    static func notification(_ method: String, lane: String, _ fields: [String: JSONValue]) -> JSONValue {
+        var params = fields
+        params["lane"] = .string(lane)
+        return .object(["jsonrpc": .string("2.0"), "method": .string(method), "params": .object(params)])
+    }
+
+    static func errorBody(_ error: PosError) -> JSONValue {
+        var body: [String: JSONValue] = ["code": .int(Int64(error.code)), "message": .string(error.message)]
+        if let data = error.data { body["data"] = data }
+        return .object(body)
+    }
+
+    /// Handles one request line from `connection`; `reply` gets the response line (nothing
+    /// for notifications) and, once attached to a lane, that lane's scans.
+    func handle(line: [UInt8], connection: ObjectIdentifier, reply: @escaping (String) -> Void) {
+        if let request = try? JSONValue.parse(line), request["method"] == .string("lane.attach") {
+            guard let lane = try? Params.string(request["params"] ?? .null, "lane") else {
+                reply(Self.response(id: request["id"] ?? .null, error: .invalidParams("lane.attach needs a 'lane'")))
+                return
+            }
+            attached[lane, default: [:]][connection] = reply
+            if let id = request["id"] { reply(Self.response(id: id, result: .object(["lane": .string(lane)]))) }
+            return
+        }
+        handle(line: line, reply: reply)
+    }
+
     /// Handles one request line; `reply` gets the response line (nothing for notifications).
     func handle(line: [UInt8], reply: @escaping (String) -> Void) {
         let request: JSONValue
@@ -56,9 +120,7 @@ final class PosService {
     }
 
     static func response(id: JSONValue, error: PosError) -> String {
-        var body: [String: JSONValue] = ["code": .int(Int64(error.code)), "message": .string(error.message)]
-        if let data = error.data { body["data"] = data }
-        return JSONValue.object(["jsonrpc": .string("2.0"), "id": id, "error": .object(body)]).jsonLine
+        JSONValue.object(["jsonrpc": .string("2.0"), "id": id, "error": errorBody(error)]).jsonLine
     }
 
     private typealias Completion = (Result<JSONValue, PosError>) -> Void

@@ -41,6 +41,11 @@ extension Edge {
         var pos: String = "127.0.0.1:7401"
         @Option(name: .customLong("pos-socket"), help: "Also serve the POS API on this Unix-domain socket.")
         var posSocket: String?
+        @Option(
+            name: .customLong("scanner"),
+            help: "A lane's barcode scanner: LANE=tty:/dev/ttyACM0, LANE=fifo:/run/loyalty/lane1 or LANE=tcp:HOST:PORT."
+        )
+        var scanners: [String] = []
         @Option(help: "The hub's sync address, HOST:PORT.")
         var hub: String = "127.0.0.1:7400"
         @Option(name: .customLong("hub-key"), help: "The hub's public key (hex); the store refuses any other hub.")
@@ -70,6 +75,10 @@ extension Edge {
             guard Logger.Level(rawValue: logLevel) != nil else {
                 throw ValidationError("unknown --log-level \(logLevel)")
             }
+            for scanner in scanners where ScannerConfiguration(scanner) == nil {
+                throw ValidationError(
+                    "--scanner \(scanner): expected LANE=tty:PATH, LANE=fifo:PATH or LANE=tcp:HOST:PORT")
+            }
         }
 
         func run() throws {
@@ -82,6 +91,7 @@ extension Edge {
                 hubKey: PublicKey(hex: hubKey)!)
             configuration.syncIntervalMilliseconds = syncInterval
             configuration.posSocket = posSocket
+            configuration.scanners = scanners.compactMap(ScannerConfiguration.init)
             var policy = OfflinePolicy()
             policy.maxPointsPerRedemption = offlineMaxPointsPerRedemption
             policy.maxPointsPerMember = offlineMaxPointsPerMember

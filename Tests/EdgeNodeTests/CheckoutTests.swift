@@ -231,3 +231,18 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(back.pointsReversed == 100, "the upgrade backfilled the receipt keys of synced purchases")
     }
 }
+
+@Suite struct ScannerConfigurationTests {
+    @Test func scannerSpecsParse() {
+        #expect(
+            ScannerConfiguration("1=tty:/dev/ttyACM0")
+                == ScannerConfiguration(lane: "1", source: .serial("/dev/ttyACM0")))
+        #expect(ScannerConfiguration("2=fifo:/run/l2") == ScannerConfiguration(lane: "2", source: .fifo("/run/l2")))
+        #expect(
+            ScannerConfiguration("3=tcp:127.0.0.1:7501")
+                == ScannerConfiguration(lane: "3", source: .tcp(SocketAddress(host: "127.0.0.1", port: 7501))))
+        #expect(ScannerConfiguration("=tty:/dev/x") == nil)
+        #expect(ScannerConfiguration("1=usb:/dev/x") == nil)
+        #expect(ScannerConfiguration("1=tty:relative") == nil)
+    }
+}

@@ -241,3 +241,38 @@ private final class Ledger: @unchecked Sendable {
         }
     }
 }
+
+@Suite(.serialized) struct ScannerTests {
+    @Test func aScanOnALaneReachesThatLanesPOSAsANotification() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            let fifo = cluster.workDirectory.appendingPathComponent("lane1.scan").path
+            let scannerPort = try LocalCluster.freePort()
+            cluster.extraStoreArguments = [
+                "--scanner", "1=fifo:\(fifo)", "--scanner", "2=tcp:127.0.0.1:\(scannerPort)",
+            ]
+            let store = try cluster.addStore(name: "A", partner: "grocer")
+            _ = try PosClient(address: store.pos).call("member.register", ["card": "4600000000015"])
+            let lane1 = try PosClient(address: store.pos)
+            #expect(try lane1.call("lane.attach", ["lane": "1"])["lane"] == "1")
+            let lane2 = try PosClient(address: store.pos)
+            _ = try lane2.call("lane.attach", ["lane": "2"])
+
+            let writer = try #require(FileHandle(forWritingAtPath: fifo))
+            writer.write(Data("LOYALTY:4600000000015\n".utf8))
+            let identified = try lane1.nextNotification()
+            #expect(identified["method"] == "scan.identified")
+            #expect(identified["params"]?["member"]?["card"] == "4600000000015")
+            writer.write(Data("4600000000017\n".utf8))
+            let refused = try lane1.nextNotification()
+            #expect(refused["method"] == "scan.refused" && refused["params"]?["error"]?["code"] == 1002)
+            try writer.close()
+
+            let network = try BlockingLineClient(connectTo: SocketAddress(host: "127.0.0.1", port: scannerPort))
+            try network.send(line: "4006381333931")
+            let unknown = try lane2.nextNotification()
+            #expect(unknown["method"] == "scan.refused" && unknown["params"]?["error"]?["code"] == 1001)
+            #expect(unknown["params"]?["lane"] == "2")
+        }
+    }
+}

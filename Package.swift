@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // C libraries from Debian, installed by scripts/bootstrap.
@@ -32,7 +33,10 @@ let package = Package(
         ),
         .target(
             name: "EdgeNode",
-            dependencies: ["SyncProtocol", "NodeKit", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "SyncProtocol", "NodeKit", .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
         ),
         .target(
             name: "HubNode",

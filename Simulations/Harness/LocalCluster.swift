@@ -37,6 +37,8 @@ public final class LocalCluster: @unchecked Sendable {
     private var storeArguments: [String: [String]] = [:]
     public var syncIntervalMilliseconds = 200
     public var handshakeTimeoutMilliseconds = 5_000
+    /// Start stores from an edge.toml (with the POS address overridden by a flag).
+    public var storesUseConfigFile = false
     /// More `edge run` arguments for every store started from now on.
     public var extraStoreArguments: [String] = []
     /// The hub's sync address once started.
@@ -157,12 +159,30 @@ public final class LocalCluster: @unchecked Sendable {
         try waitForPort(relayPort, what: "relay for \(name)")
         let posPort = try Self.freePort()
         let socketPath = workDirectory.appendingPathComponent("\(name).sock").path
-        let arguments =
+        var arguments =
             [
                 "run", "--node", "\(id)", "--data", workDirectory.appendingPathComponent(name).path, "--key", keyPath,
                 "--pos", "127.0.0.1:\(posPort)", "--pos-socket", socketPath, "--hub", "127.0.0.1:\(relayPort)",
                 "--hub-key", hubKey, "--sync-interval-ms", "\(syncIntervalMilliseconds)",
             ] + extraStoreArguments
+        if storesUseConfigFile {
+            // Everything in edge.toml but the POS address, which a flag must override.
+            let config = workDirectory.appendingPathComponent("\(name).toml")
+            let text = """
+                node = \(id)
+                data = "\(workDirectory.appendingPathComponent(name).path)"
+                key = "\(keyPath)"
+                pos = "127.0.0.1:1"
+                pos_socket = "\(socketPath)"
+                hub = "127.0.0.1:\(relayPort)"
+                hub_key = "\(hubKey)"
+                sync_interval_ms = \(syncIntervalMilliseconds)
+                log_format = "json"
+
+                """
+            try text.write(to: config, atomically: true, encoding: .utf8)
+            arguments = ["run", "--config", config.path, "--pos", "127.0.0.1:\(posPort)"] + extraStoreArguments
+        }
         storeArguments[name] = arguments
         storeProcesses[name] = try launch("edge", arguments, log: "\(name).log")
         try waitForPort(posPort, what: "store \(name)")

@@ -90,7 +90,7 @@ public final class EdgeNode {
         logger.info(
             "edge node listening",
             metadata: [
-                "node": "\(configuration.node)", "pos": "\(configuration.pos.host):\(posPort)",
+                "pos": "\(configuration.pos.host):\(posPort)",
                 "hub": "\(configuration.hub)",
             ])
     }

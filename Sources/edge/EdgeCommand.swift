@@ -10,7 +10,7 @@ struct Edge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edge",
         abstract: "The store node of the loyalty coalition: POS API, offline replica, sync with the hub.",
-        subcommands: [Run.self, Keygen.self, Pos.self])
+        subcommands: [Run.self, Init.self, Keygen.self, Pos.self])
 }
 
 extension Edge {
@@ -27,18 +27,37 @@ extension Edge {
         }
     }
 
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a commented example configuration file to start from.")
+
+        @Argument(help: "Where to write it (refuses to overwrite).")
+        var path: String = "edge.toml"
+
+        func run() throws {
+            guard !FileManager.default.fileExists(atPath: path) else {
+                throw ValidationError("\(path) exists; not overwriting it")
+            }
+            try EdgeConfigFile.example.write(toFile: path, atomically: true, encoding: .utf8)
+            print("wrote \(path); set node, key, hub and hub_key, then run: edge run --config \(path)")
+        }
+    }
+
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the store node until SIGINT or SIGTERM.")
+            abstract: "Run the store node until SIGINT or SIGTERM.",
+            discussion: "Settings come from --config (TOML, see `edge init`); flags override the file.")
 
+        @Option(help: "Configuration file (TOML).")
+        var config: String?
         @Option(help: "Store id given by `hub store enroll`.")
-        var node: UInt32
+        var node: UInt32?
         @Option(help: "Data directory (holds edge.sqlite).")
-        var data: String
+        var data: String?
         @Option(help: "This store's key file (from `edge keygen`).")
-        var key: String
-        @Option(help: "POS API address, HOST:PORT.")
-        var pos: String = "127.0.0.1:7401"
+        var key: String?
+        @Option(help: "POS API address, HOST:PORT (default 127.0.0.1:7401).")
+        var pos: String?
         @Option(name: .customLong("pos-socket"), help: "Also serve the POS API on this Unix-domain socket.")
         var posSocket: String?
         @Option(
@@ -46,61 +65,91 @@ extension Edge {
             help: "A lane's barcode scanner: LANE=tty:/dev/ttyACM0, LANE=fifo:/run/loyalty/lane1 or LANE=tcp:HOST:PORT."
         )
         var scanners: [String] = []
-        @Option(help: "The hub's sync address, HOST:PORT.")
-        var hub: String = "127.0.0.1:7400"
+        @Option(help: "The hub's sync address, HOST:PORT (default 127.0.0.1:7400).")
+        var hub: String?
         @Option(name: .customLong("hub-key"), help: "The hub's public key (hex); the store refuses any other hub.")
-        var hubKey: String
-        @Option(name: .customLong("sync-interval-ms"), help: "How often to push and pull while online.")
-        var syncInterval: UInt64 = 1_000
+        var hubKey: String?
+        @Option(name: .customLong("sync-interval-ms"), help: "How often to push and pull while online (default 1000).")
+        var syncInterval: UInt64?
         @Option(help: "Offline policy: largest uncovered part of one redemption, in points (0: none).")
-        var offlineMaxPointsPerRedemption: UInt64 = 0
+        var offlineMaxPointsPerRedemption: UInt64?
         @Option(help: "Offline policy: uncovered points per member during one outage.")
-        var offlineMaxPointsPerMember: UInt64 = 0
+        var offlineMaxPointsPerMember: UInt64?
         @Option(help: "Offline policy: uncovered redemptions per member during one outage.")
-        var offlineMaxRedemptionsPerMember: UInt64 = 0
+        var offlineMaxRedemptionsPerMember: UInt64?
         @Option(help: "Offline policy: uncovered points per store during one outage.")
-        var offlineMaxPointsPerStore: UInt64 = 0
+        var offlineMaxPointsPerStore: UInt64?
         @Option(help: "Offline policy: uncovered redemptions per store during one outage.")
-        var offlineMaxRedemptionsPerStore: UInt64 = 0
+        var offlineMaxRedemptionsPerStore: UInt64?
         @Option(help: "Offline policy: no uncovered redemption once an outage is older than this.")
-        var offlineMaxOutageMinutes: UInt64 = 0
+        var offlineMaxOutageMinutes: UInt64?
         @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-        var logLevel: String = "info"
+        var logLevel: String?
+        @Option(name: .customLong("log-format"), help: "text or json (one object per line).")
+        var logFormat: String?
 
-        func validate() throws {
-            guard node > 0 else { throw ValidationError("--node must be the store id from enrollment (1 or more)") }
-            guard SocketAddress(pos) != nil else { throw ValidationError("--pos must be HOST:PORT") }
-            guard SocketAddress(hub) != nil else { throw ValidationError("--hub must be HOST:PORT") }
-            guard PublicKey(hex: hubKey) != nil else { throw ValidationError("--hub-key must be 64 hex digits") }
-            guard Logger.Level(rawValue: logLevel) != nil else {
-                throw ValidationError("unknown --log-level \(logLevel)")
-            }
-            for scanner in scanners where ScannerConfiguration(scanner) == nil {
+        /// The file's settings with the flags laid over them, checked.
+        func resolved() throws -> (EdgeConfiguration, Logger.Level, String) {
+            let file = try config.map { try EdgeConfigFile.load(path: $0) } ?? EdgeConfigFile()
+            guard let node = node ?? file.node, node > 0 else {
                 throw ValidationError(
-                    "--scanner \(scanner): expected LANE=tty:PATH, LANE=fifo:PATH or LANE=tcp:HOST:PORT")
+                    "the store id is missing: --node or `node` in the config (from `hub store enroll`)")
             }
+            guard let data = data ?? file.data else { throw ValidationError("the data directory is missing: --data") }
+            guard let key = key ?? file.key else { throw ValidationError("the key file is missing: --key") }
+            let posText = pos ?? file.pos ?? "127.0.0.1:7401"
+            guard let posAddress = SocketAddress(posText) else {
+                throw ValidationError("pos must be HOST:PORT, got \(posText)")
+            }
+            let hubText = hub ?? file.hub ?? "127.0.0.1:7400"
+            guard let hubAddress = SocketAddress(hubText) else {
+                throw ValidationError("hub must be HOST:PORT, got \(hubText)")
+            }
+            guard let hubKeyText = hubKey ?? file.hubKey, let hubPublicKey = PublicKey(hex: hubKeyText) else {
+                throw ValidationError("the hub key is missing or not 64 hex digits: --hub-key or `hub_key`")
+            }
+            let levelText = logLevel ?? file.logLevel ?? "info"
+            guard let level = Logger.Level(rawValue: levelText) else {
+                throw ValidationError("unknown log level \(levelText)")
+            }
+            let format = logFormat ?? file.logFormat ?? "text"
+            guard format == "text" || format == "json" else { throw ValidationError("log format must be text or json") }
+            var scannerConfigurations = (file.scanner ?? []).compactMap {
+                ScannerConfiguration("\($0.lane)=\($0.source)")
+            }
+            for scanner in scanners {
+                guard let parsed = ScannerConfiguration(scanner) else {
+                    throw ValidationError(
+                        "--scanner \(scanner): expected LANE=tty:PATH, LANE=fifo:PATH or LANE=tcp:HOST:PORT")
+                }
+                scannerConfigurations.append(parsed)
+            }
+            var configuration = EdgeConfiguration(
+                node: NodeID(node), dataDirectory: data, keyFile: key, pos: posAddress, hub: hubAddress,
+                hubKey: hubPublicKey)
+            configuration.syncIntervalMilliseconds = syncInterval ?? file.syncIntervalMs ?? 1_000
+            configuration.posSocket = posSocket ?? file.posSocket
+            configuration.scanners = scannerConfigurations
+            var policy = OfflinePolicy()
+            let offline = file.offline
+            policy.maxPointsPerRedemption = offlineMaxPointsPerRedemption ?? offline?.maxPointsPerRedemption ?? 0
+            policy.maxPointsPerMember = offlineMaxPointsPerMember ?? offline?.maxPointsPerMember ?? 0
+            policy.maxRedemptionsPerMember = offlineMaxRedemptionsPerMember ?? offline?.maxRedemptionsPerMember ?? 0
+            policy.maxPointsPerStore = offlineMaxPointsPerStore ?? offline?.maxPointsPerStore ?? 0
+            policy.maxRedemptionsPerStore = offlineMaxRedemptionsPerStore ?? offline?.maxRedemptionsPerStore ?? 0
+            policy.maxOutageMilliseconds = (offlineMaxOutageMinutes ?? offline?.maxOutageMinutes ?? 0) * 60_000
+            configuration.offlinePolicy = policy
+            return (configuration, level, format)
         }
 
         func run() throws {
-            var logger = Logger(label: "edge")
-            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            logger[metadataKey: "node"] = "\(node)"
-            var configuration = EdgeConfiguration(
-                node: NodeID(node), dataDirectory: data, keyFile: key, pos: SocketAddress(pos)!,
-                hub: SocketAddress(hub)!,
-                hubKey: PublicKey(hex: hubKey)!)
-            configuration.syncIntervalMilliseconds = syncInterval
-            configuration.posSocket = posSocket
-            configuration.scanners = scanners.compactMap(ScannerConfiguration.init)
-            var policy = OfflinePolicy()
-            policy.maxPointsPerRedemption = offlineMaxPointsPerRedemption
-            policy.maxPointsPerMember = offlineMaxPointsPerMember
-            policy.maxRedemptionsPerMember = offlineMaxRedemptionsPerMember
-            policy.maxPointsPerStore = offlineMaxPointsPerStore
-            policy.maxRedemptionsPerStore = offlineMaxRedemptionsPerStore
-            policy.maxOutageMilliseconds = offlineMaxOutageMinutes * 60_000
-            configuration.offlinePolicy = policy
             prepareProcessSignals()
+            let (configuration, level, format) = try resolved()
+            var logger = Logger(label: "edge") { label -> any LogHandler in
+                format == "json" ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            }
+            logger.logLevel = level
+            logger[metadataKey: "node"] = "\(configuration.node.rawValue)"
             let edge = try EdgeNode(configuration: configuration, logger: logger)
             if shouldWatchParent { try edge.stopWhenParentExits() }
             edge.run()

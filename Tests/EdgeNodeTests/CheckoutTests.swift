@@ -246,3 +246,41 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(ScannerConfiguration("1=tty:relative") == nil)
     }
 }
+
+@Suite struct ConfigFileTests {
+    @Test func theExampleWrittenByEdgeInitParses() throws {
+        let config = try EdgeConfigFile.parse(EdgeConfigFile.example)
+        #expect(config.node == 1 && config.pos == "127.0.0.1:7401" && config.posSocket == "/run/loyalty-edge/pos.sock")
+        #expect(config.offline?.maxPointsPerRedemption == 0 && config.logFormat == "json")
+    }
+
+    @Test func scannersAndPolicyAreRead() throws {
+        let config = try EdgeConfigFile.parse(
+            """
+            node = 7
+            [offline]
+            max_points_per_redemption = 200
+            max_outage_minutes = 240
+            [[scanner]]
+            lane = "2"
+            source = "fifo:/run/lane2"
+            """)
+        #expect(
+            config.node == 7 && config.offline?.maxPointsPerRedemption == 200 && config.offline?.maxOutageMinutes == 240
+        )
+        #expect(config.scanner == [EdgeConfigFile.Scanner(lane: "2", source: "fifo:/run/lane2")])
+    }
+
+    @Test func mistakesNameTheLineOrTheKey() {
+        let syntax = #expect(throws: EdgeConfigFile.Failure.self) {
+            try EdgeConfigFile.parse("node = \n", name: "edge.toml")
+        }
+        #expect(syntax?.description.contains("edge.toml line 1") == true)
+        let type = #expect(throws: EdgeConfigFile.Failure.self) { try EdgeConfigFile.parse("node = \"seven\"") }
+        #expect(type?.description.contains("'node'") == true)
+        let scanner = #expect(throws: EdgeConfigFile.Failure.self) {
+            try EdgeConfigFile.parse("[[scanner]]\nlane = \"1\"\nsource = \"usb:/dev/x\"")
+        }
+        #expect(scanner?.description.contains("invalid source") == true)
+    }
+}

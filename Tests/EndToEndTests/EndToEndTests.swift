@@ -276,3 +276,22 @@ private final class Ledger: @unchecked Sendable {
         }
     }
 }
+
+@Suite(.serialized) struct DeploymentTests {
+    @Test func aStoreRunsFromItsConfigFileWithFlagsOverridingItAndLogsJSON() throws {
+        try withCluster { cluster in
+            cluster.storesUseConfigFile = true
+            try cluster.startHub()
+            let store = try cluster.addStore(name: "A", partner: "grocer")
+            let pos = try PosClient(address: store.pos)
+            try cluster.wait(upTo: 15, for: "store A online") { try pos.call("node.status")["online"] == .bool(true) }
+            let log = try String(contentsOf: cluster.workDirectory.appendingPathComponent("A.log"), encoding: .utf8)
+            let lines = log.split(separator: "\n").filter { !$0.isEmpty }
+            #expect(!lines.isEmpty)
+            for line in lines {
+                let entry = try JSONValue.parse(Array(line.utf8))
+                #expect(entry["level"] != nil && entry["message"] != nil && entry["node"] == .string("\(store.id)"))
+            }
+        }
+    }
+}

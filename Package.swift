@@ -77,6 +77,9 @@ let package = Package(
 
         // Figures for the protocol core; `make bench-sync` runs it in release mode.
         .executableTarget(name: "SyncBench", dependencies: ["SyncProtocol"], path: "Benchmarks/SyncBench"),
+        // The store node under load against raw SQLite group commit; `make bench-edge`.
+        .executableTarget(
+            name: "EdgeBench", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"], path: "Benchmarks/EdgeBench"),
         // Channel throughput against plaintext loopback, and handshakes per second; `make bench-channel`.
         .executableTarget(
             name: "ChannelBench", dependencies: ["SyncProtocol", "NodeKit"], path: "Benchmarks/ChannelBench"),

@@ -138,6 +138,16 @@ public struct EdgeLedger: Sendable {
         throw PosError.invalidParams("give a card or a phone")
     }
 
+    /// The member with this card (one indexed lookup; no balances).
+    func memberID(_ db: SQLiteConnection, card: String) throws -> (id: MemberID, card: String) {
+        let number: CardNumber
+        do { number = try CardNumber(card) } catch { throw PosError.invalidCard(error.description) }
+        guard let id = try db.scalar("SELECT id FROM members WHERE card = ?", [.text(number.digits)]) else {
+            throw PosError.unknownMember("card \(number.digits)")
+        }
+        return (MemberID(rawValue: UInt64(bitPattern: id)), number.digits)
+    }
+
     /// Keyed BLAKE2b of a normalised E.164 number: lookups work, the number is never stored.
     func phoneHash(_ phone: String) throws -> [UInt8] {
         let digits = phone.filter { $0.isASCII && $0.isNumber }
@@ -249,7 +259,7 @@ public struct EdgeLedger: Sendable {
         guard request.redeemPoints <= limit else {
             throw PosError.redeemAboveLimit(requested: request.redeemPoints, limit: limit)
         }
-        let member = try identify(db, card: request.card, phone: nil)
+        let member = try memberID(db, card: request.card)
         var counter = try counter(db, member: member.id, account: .main)
         var effects: [SlotWrite] = []
         var uncovered: UInt64 = 0

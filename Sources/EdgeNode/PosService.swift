@@ -255,6 +255,12 @@ final class PosService {
                 ]
                 if let since = uplink.offlineSince { fields["offlineForMs"] = .int(Int64(now - since)) }
                 if let contact = uplink.lastContact { fields["syncLagMs"] = .int(Int64(now - contact)) }
+                let writes = writer.statistics
+                fields["writer"] = .object([
+                    "transactions": .int(Int64(writes.transactions)), "jobs": .int(Int64(writes.jobs)),
+                    "busyMs": .int(Int64(writes.busyNanoseconds / 1_000_000)),
+                    "commitMs": .int(Int64(writes.commitNanoseconds / 1_000_000)),
+                ])
                 let resume = uplink.resumePosition
                 fields["sync"] = .object([
                     "hubHasUpTo": .int(Int64(resume.hubHasUpTo)), "feedWatermark": .int(Int64(resume.feedWatermark)),

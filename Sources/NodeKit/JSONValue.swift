@@ -69,17 +69,20 @@ public enum JSONValue: Sendable, Equatable, Codable, CustomStringConvertible, Ex
     }
 
     /// One line of compact JSON with sorted keys (stable for logs and tests).
-    public var jsonLine: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(self) else { return "null" }
-        return String(decoding: data, as: UTF8.self)
+    public var jsonLine: String { String(decoding: jsonBytes, as: UTF8.self) }
+
+    /// The same, as bytes.
+    public var jsonBytes: [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(128)
+        JSONParser.write(self, into: &output)
+        return output
     }
 
     public var description: String { jsonLine }
 
-    /// Parses one JSON document.
+    /// Parses one JSON document (strict: one value, nothing after it, nesting at most 64 deep).
     public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        try JSONParser.parse(bytes)
     }
 }

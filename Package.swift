@@ -40,7 +40,10 @@ let package = Package(
         ),
         .target(
             name: "HubNode",
-            dependencies: ["SyncProtocol", "NodeKit", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "SyncProtocol", "NodeKit", .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
         ),
         .executableTarget(
             name: "edge",

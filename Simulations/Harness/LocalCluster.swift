@@ -163,7 +163,7 @@ public final class LocalCluster: @unchecked Sendable {
             [
                 "run", "--node", "\(id)", "--data", workDirectory.appendingPathComponent(name).path, "--key", keyPath,
                 "--pos", "127.0.0.1:\(posPort)", "--pos-socket", socketPath, "--hub", "127.0.0.1:\(relayPort)",
-                "--hub-key", hubKey, "--sync-interval-ms", "\(syncIntervalMilliseconds)",
+                "--hub-key", hubKey, "--sync-interval-ms", "\(syncIntervalMilliseconds)", "--partner", partner,
             ] + extraStoreArguments
         if storesUseConfigFile {
             // Everything in edge.toml but the POS address, which a flag must override.
@@ -219,6 +219,19 @@ public final class LocalCluster: @unchecked Sendable {
         if let old = storeProcesses[store], old.isRunning { throw HarnessError("store \(store) is still running") }
         storeProcesses[store] = try launch("edge", arguments, log: "\(store)-restarted.log")
         try waitForPort(handle.pos.port, what: "store \(store) after restart")
+    }
+
+    /// Signs and publishes a rules file (TOML text) at the hub; returns what the hub printed.
+    @discardableResult
+    public func publishRules(_ toml: String) throws -> String {
+        let file = workDirectory.appendingPathComponent("rules-\(UUID().uuidString).toml")
+        try toml.write(to: file, atomically: true, encoding: .utf8)
+        return try runTool(
+            "hub",
+            [
+                "rules", "publish", "--data", hubData, "--key", workDirectory.appendingPathComponent("hub.key").path,
+                "--file", file.path,
+            ])
     }
 
     /// Revokes the store's key at the hub.

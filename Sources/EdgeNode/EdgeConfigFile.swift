@@ -28,6 +28,7 @@ public struct EdgeConfigFile: Decodable, Sendable, Equatable {
     }
 
     public var node: UInt32?
+    public var partner: String?
     public var data: String?
     public var key: String?
     public var pos: String?
@@ -41,7 +42,7 @@ public struct EdgeConfigFile: Decodable, Sendable, Equatable {
     public var scanner: [Scanner]?
 
     enum CodingKeys: String, CodingKey {
-        case node, data, key, pos, hub, offline, scanner
+        case node, partner, data, key, pos, hub, offline, scanner
         case posSocket = "pos_socket"
         case hubKey = "hub_key"
         case syncIntervalMs = "sync_interval_ms"
@@ -91,8 +92,10 @@ public struct EdgeConfigFile: Decodable, Sendable, Equatable {
     public static let example = """
         # Store node configuration (edge.toml). Flags given to `edge run` override these values.
 
-        # Store id, as printed by `hub store enroll`.
+        # Store id, as printed by `hub store enroll`, and the partner (brand) it belongs to:
+        # the hub's signed rules give each partner its own economics.
         node = 1
+        partner = "grocer"
         # Where the replica (edge.sqlite) lives. Keep it on a disk that honours fsync.
         data = "/var/lib/loyalty-edge"
         # This store's key, created by `edge keygen` (mode 0600).
@@ -112,7 +115,8 @@ public struct EdgeConfigFile: Decodable, Sendable, Equatable {
         log_format = "json"
 
         # Offline risk policy: points members may redeem beyond the rights this store holds
-        # while the hub is unreachable. All zero (the default) allows none.
+        # while the hub is unreachable. All zero (the default) allows none. Used until the
+        # hub's signed rules arrive, which carry the coalition's policy.
         [offline]
         max_points_per_redemption = 0
         max_points_per_member = 0

@@ -72,19 +72,25 @@ public struct LedgerStatus: Sendable {
 /// thread inside the writer's transaction. Pure functions of (config, database).
 public struct EdgeLedger: Sendable {
     public let node: NodeID
-    public let rules: PartnerRules
+    /// The rules in force (partner economics, offline policy, phone key); replaced when the
+    /// hub publishes new ones.
+    public let active: ActiveRules
+    public var rules: PartnerRules { active.partnerRules }
     /// How far beyond the rights held here members may redeem while offline (default: not at all).
-    public let policy: OfflinePolicy
-    /// Coalition-wide key for phone-number hashes.
-    let phoneKey: SecretBytes
-    public static let maxAmountMinor: UInt64 = 1_000_000_000_000
+    public var policy: OfflinePolicy { active.policy }
 
-    public init(node: NodeID, rules: PartnerRules, policy: OfflinePolicy = OfflinePolicy(), phoneKey: SecretBytes) {
+    public init(node: NodeID, active: ActiveRules) {
         self.node = node
-        self.rules = rules
-        self.policy = policy
-        self.phoneKey = phoneKey
+        self.active = active
     }
+
+    /// A ledger with fixed rules (tests, tools).
+    public init(node: NodeID, rules: PartnerRules, policy: OfflinePolicy = OfflinePolicy(), phoneKey: SecretBytes) {
+        self.init(
+            node: node, active: ActiveRules(partner: nil, rules: rules, policy: policy, provisionalPhoneKey: phoneKey))
+    }
+
+    public static let maxAmountMinor: UInt64 = 1_000_000_000_000
 
     // MARK: Meta values
 
@@ -128,12 +134,12 @@ public struct EdgeLedger: Sendable {
             return try view(db, member: MemberID(rawValue: row.uint(0)), card: number.digits)
         }
         if let phone {
-            let hash = try phoneHash(phone)
-            guard let row = try db.query("SELECT id, card FROM members WHERE phone_hash = ?", [.blob(hash)]).first
-            else {
-                throw PosError.unknownMember("this phone number")
+            for hash in try phoneHashes(phone) {
+                if let row = try db.query("SELECT id, card FROM members WHERE phone_hash = ?", [.blob(hash)]).first {
+                    return try view(db, member: MemberID(rawValue: row.uint(0)), card: row.text(1))
+                }
             }
-            return try view(db, member: MemberID(rawValue: row.uint(0)), card: row.text(1))
+            throw PosError.unknownMember("this phone number")
         }
         throw PosError.invalidParams("give a card or a phone")
     }
@@ -150,11 +156,16 @@ public struct EdgeLedger: Sendable {
 
     /// Keyed BLAKE2b of a normalised E.164 number: lookups work, the number is never stored.
     func phoneHash(_ phone: String) throws -> [UInt8] {
+        try phoneHashes(phone)[0]
+    }
+
+    /// The number's hash under every key a stored hash may use, the current key first.
+    func phoneHashes(_ phone: String) throws -> [[UInt8]] {
         let digits = phone.filter { $0.isASCII && $0.isNumber }
         guard phone.hasPrefix("+"), (8...15).contains(digits.count), phone.count == digits.count + 1 else {
             throw PosError.invalidParams("phone must be in E.164 form, like +4915112345678")
         }
-        return Sodium.hash([Array(digits.utf8)], key: phoneKey)
+        return active.phoneKeys.map { Sodium.hash([Array(digits.utf8)], key: $0) }
     }
 
     // MARK: Writing

@@ -12,7 +12,10 @@ public struct EdgeConfiguration: Sendable {
     public var hub: SocketAddress
     public var hubKey: PublicKey
     public var rules = PartnerRules()
+    /// Used until the hub's first signed rules arrive; the rules then take over.
     public var offlinePolicy = OfflinePolicy()
+    /// The partner (brand) this store belongs to: selects its economics in the hub's rules.
+    public var partner: String?
     public var syncIntervalMilliseconds: UInt64 = 1_000
     /// Optional Unix-domain socket for POS software on the same box.
     public var posSocket: String?
@@ -55,12 +58,15 @@ public final class EdgeNode {
         let identity = try KeyFile.load(from: configuration.keyFile)
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         let db = try EdgeLedger.open(path: configuration.databasePath)
-        // Phone hashes must match across the coalition; until the hub distributes its rules
-        // key, it is derived from the hub's public key.
+        // Phone hashes must match across the coalition. The key comes with the hub's signed
+        // rules; until the first rules arrive, a provisional key derived from the hub's
+        // public key is used (and stays valid for lookups of hashes made with it).
         var phoneKey = Sodium.hash([Array("phone-key".utf8), configuration.hubKey.bytes])
-        let ledger = EdgeLedger(
-            node: configuration.node, rules: configuration.rules, policy: configuration.offlinePolicy,
-            phoneKey: SecretBytes(consuming: &phoneKey))
+        let active = ActiveRules(
+            partner: configuration.partner, rules: configuration.rules, policy: configuration.offlinePolicy,
+            provisionalPhoneKey: SecretBytes(consuming: &phoneKey))
+        if let stored = try EdgeLedger.loadRules(db, hubKey: configuration.hubKey) { active.install(stored) }
+        let ledger = EdgeLedger(node: configuration.node, active: active)
         let watermark = try ledger.status(db).feedWatermark
         loop = try EventLoop()
         writer = try DatabaseWriter(loop: loop, connection: db)

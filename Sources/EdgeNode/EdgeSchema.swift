@@ -68,5 +68,11 @@ enum EdgeSchema {
                         [.text(entry.idempotencyKey), row.values[0], row.values[1]])
                 }
             }),
+        .init(
+            version: 3,
+            sql: """
+                -- Signed rules documents from the hub; the newest is in force.
+                CREATE TABLE rules (version INTEGER PRIMARY KEY, document BLOB NOT NULL);
+                """),
     ])
 }

@@ -69,7 +69,7 @@ final class Uplink {
                 node: ledger.node, batchSize: settings.batchSize,
                 retryAfterMilliseconds: max(5 * settings.syncIntervalMilliseconds, 2_000),
                 rightsTimeoutMilliseconds: settings.rightsTimeoutMilliseconds),
-            feedWatermark: feedWatermark)
+            feedWatermark: feedWatermark, rulesVersion: ledger.active.version)
         syncTimer = try LoopTimer(loop: loop)
         retryTimer = try LoopTimer(loop: loop)
         offlineSince = loop.nowMilliseconds
@@ -257,11 +257,20 @@ final class Uplink {
                 reconnectAttempts = 0
                 offlineSince = nil
                 logger.info("uplink online", metadata: ["hub": "\(settings.hub)", "hubHasUpTo": "\(high)"])
-            case .applyRules(let version, _):
-                // Rules are installed only once signed by the hub and verified here; until
-                // this store can verify a signature, an unsigned document is not applied.
-                logger.warning(
-                    "rules document not applied: no verifiable signature", metadata: ["version": "\(version)"])
+            case .applyRules(let version, let document):
+                let ledger = self.ledger
+                let hubKey = settings.hubKey
+                writer.submit({ db in try ledger.storeRules(db, signed: document, hubKey: hubKey) }) {
+                    [unowned self] result in
+                    switch result {
+                    case .success(let rules):
+                        ledger.active.install(rules)
+                        self.session.rulesApplied(version: rules.version)
+                        self.logger.info("rules applied", metadata: ["version": "\(rules.version)"])
+                    case .failure(let error):
+                        self.logger.error("rules refused", metadata: ["version": "\(version)", "error": "\(error)"])
+                    }
+                }
             case .close(let reason):
                 logger.warning("ending the session with the hub", metadata: ["reason": "\(reason)"])
                 teardown(reason: reason, retry: true)

@@ -65,6 +65,8 @@ extension Edge {
             help: "A lane's barcode scanner: LANE=tty:/dev/ttyACM0, LANE=fifo:/run/loyalty/lane1 or LANE=tcp:HOST:PORT."
         )
         var scanners: [String] = []
+        @Option(help: "The partner (brand) this store belongs to; selects its economics in the hub's rules.")
+        var partner: String?
         @Option(help: "The hub's sync address, HOST:PORT (default 127.0.0.1:7400).")
         var hub: String?
         @Option(name: .customLong("hub-key"), help: "The hub's public key (hex); the store refuses any other hub.")
@@ -129,6 +131,7 @@ extension Edge {
                 hubKey: hubPublicKey)
             configuration.syncIntervalMilliseconds = syncInterval ?? file.syncIntervalMs ?? 1_000
             configuration.posSocket = posSocket ?? file.posSocket
+            configuration.partner = partner ?? file.partner
             configuration.scanners = scannerConfigurations
             var policy = OfflinePolicy()
             let offline = file.offline

@@ -10,7 +10,7 @@ struct Hub: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hub",
         abstract: "The coalition hub: merges every store's ledger, hands out redemption rights, enrolls stores.",
-        subcommands: [Run.self, Keygen.self, Store.self, Member.self])
+        subcommands: [Run.self, Keygen.self, Store.self, Rules.self, Member.self])
 }
 
 struct DataOption: ParsableArguments {
@@ -127,6 +127,56 @@ extension Hub {
                     ])
                     print(line.jsonLine)
                 }
+            }
+        }
+    }
+
+    struct Rules: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Publish the coalition's rules: signed by the hub, pushed to every store at its next sync.",
+            subcommands: [Publish.self, Show.self])
+
+        struct Publish: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract:
+                    "Sign and publish the next version of a rules file (TOML: [default], [partners.NAME], [offline]).")
+            @OptionGroup var options: DataOption
+            @Option(help: "The hub's key file; the signature stores verify.")
+            var key: String
+            @Option(help: "The rules file.")
+            var file: String
+
+            func run() throws {
+                let text = try String(contentsOfFile: file, encoding: .utf8)
+                let document = try HubLedger().publishRules(
+                    try options.openLedger(), try RulesFile.parse(text), hub: try KeyFile.load(from: key))
+                print("published rules version \(document.version)")
+            }
+        }
+
+        struct Show: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Show the latest published rules as JSON.")
+            @OptionGroup var options: DataOption
+
+            func run() throws {
+                guard let latest = try HubLedger().latestRules(try options.openLedger(), newerThan: 0) else {
+                    print("no rules published yet")
+                    return
+                }
+                let document = try RulesDocument(decoding: Array(latest.document.dropFirst(64)))
+                func partner(_ rules: PartnerRules) -> JSONValue {
+                    .object([
+                        "accrualBasisPoints": .int(Int64(rules.accrualBasisPoints)),
+                        "maxRedeemBasisPoints": .int(Int64(rules.maxRedeemBasisPoints)),
+                        "minorUnitsPerPoint": .int(Int64(rules.minorUnitsPerPoint)),
+                    ])
+                }
+                print(
+                    JSONValue.object([
+                        "version": .int(Int64(document.version)), "default": partner(document.defaultPartner),
+                        "partners": .object(document.partners.mapValues(partner)),
+                        "offlineMaxPointsPerRedemption": .int(Int64(document.offline.maxPointsPerRedemption)),
+                    ]).jsonLine)
             }
         }
     }

@@ -207,7 +207,7 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
 @Suite struct SchemaUpgradeTests {
     /// A replica at every earlier schema version upgrades in place, keeps its data, and the
     /// new features work on the old data.
-    @Test(arguments: [Int64(1)])
+    @Test(arguments: [Int64(1), Int64(2)])
     func anOlderReplicaUpgradesAndKeepsItsData(from version: Int64) throws {
         let (storeA, dbA) = try openLedger(node: 1)
         _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)
@@ -216,11 +216,20 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
 
         let (storeB, dbB) = try openLedger(node: 2, upTo: version)
         #expect(try dbB.userVersion == version)
-        // Write the way that schema version did: remote entries without their receipt key.
+        // Write the way that schema version did (version 1 kept no receipt key with remote entries).
         for (index, entry) in entries.enumerated() {
-            try dbB.run(
-                "INSERT INTO remote_log(origin, seq, feed_seq, entry) VALUES(?, ?, ?, ?)",
-                [.int(1), .uint(entry.sequence), .int(index + 1), .blob(entry.encoded)])
+            if version == 1 {
+                try dbB.run(
+                    "INSERT INTO remote_log(origin, seq, feed_seq, entry) VALUES(?, ?, ?, ?)",
+                    [.int(1), .uint(entry.sequence), .int(index + 1), .blob(entry.encoded)])
+            } else {
+                try dbB.run(
+                    "INSERT INTO remote_log(origin, seq, feed_seq, entry, idem_key) VALUES(?, ?, ?, ?, ?)",
+                    [
+                        .int(1), .uint(entry.sequence), .int(index + 1), .blob(entry.encoded),
+                        entry.idempotencyKey.isEmpty ? .null : .text(entry.idempotencyKey),
+                    ])
+            }
             if case .registerMember(let record) = entry.operation { try CounterSlots.insertMember(dbB, record) }
             try CounterSlots.apply(dbB, entry.effects)
         }
@@ -282,5 +291,42 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
             try EdgeConfigFile.parse("[[scanner]]\nlane = \"1\"\nsource = \"usb:/dev/x\"")
         }
         #expect(scanner?.description.contains("invalid source") == true)
+    }
+}
+
+@Suite struct RulesTests {
+    @Test func signedRulesAreStoredOnlyWhenNewerAndVerifiedOnLoad() throws {
+        let (ledger, db) = try openLedger(node: 1)
+        let hub = SigningKeyPair.generate()
+        func document(_ version: UInt64, accrual: UInt64) -> RulesDocument {
+            RulesDocument(
+                version: version, issuedAtMilliseconds: 1, phoneKey: [UInt8](repeating: 5, count: 32),
+                defaultPartner: PartnerRules(accrualBasisPoints: accrual))
+        }
+        let applied = try ledger.storeRules(
+            db, signed: document(2, accrual: 100).signed(by: hub), hubKey: hub.publicKey)
+        ledger.active.install(applied)
+        #expect(ledger.rules.accrualBasisPoints == 100 && ledger.active.version == 2)
+        #expect(throws: RulesDocument.Failure.self) {
+            _ = try ledger.storeRules(db, signed: document(1, accrual: 900).signed(by: hub), hubKey: hub.publicKey)
+        }
+        #expect(throws: RulesDocument.Failure.badSignature) {
+            _ = try ledger.storeRules(
+                db, signed: document(3, accrual: 900).signed(by: .generate()), hubKey: hub.publicKey)
+        }
+        #expect(try EdgeLedger.loadRules(db, hubKey: hub.publicKey)?.version == 2)
+        #expect(throws: RulesDocument.Failure.badSignature) {
+            _ = try EdgeLedger.loadRules(db, hubKey: SigningKeyPair.generate().publicKey)
+        }
+    }
+
+    @Test func phonesRegisteredUnderTheProvisionalKeyAreStillFoundAfterRulesArrive() throws {
+        let (ledger, db) = try openLedger(node: 1)
+        _ = try ledger.register(db, card: card, phone: "+4915112345678", referrer: nil)
+        ledger.active.install(
+            RulesDocument(version: 1, issuedAtMilliseconds: 1, phoneKey: [UInt8](repeating: 1, count: 32)))
+        _ = try ledger.register(db, card: "4006381333931", phone: "+4915199999999", referrer: nil)
+        #expect(try ledger.identify(db, card: nil, phone: "+4915112345678").card == card)
+        #expect(try ledger.identify(db, card: nil, phone: "+4915199999999").card == "4006381333931")
     }
 }

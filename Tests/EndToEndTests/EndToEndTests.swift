@@ -295,3 +295,40 @@ private final class Ledger: @unchecked Sendable {
         }
     }
 }
+
+@Suite(.serialized) struct RulesDistributionTests {
+    @Test func publishedRulesReachEveryStoreAndSetEachPartnersEconomics() throws {
+        try withCluster { cluster in
+            try cluster.startHub()
+            try cluster.addStore(name: "A", partner: "grocer")
+            try cluster.addStore(name: "B", partner: "fuel")
+            let printed = try cluster.publishRules(
+                """
+                [default]
+                accrual_bp = 500
+                [partners.fuel]
+                accrual_bp = 100
+                """)
+            #expect(printed == "published rules version 1")
+            let a = try cluster.pos("A")
+            let b = try cluster.pos("B")
+            _ = try a.call("member.register", ["card": "4600000000015", "phone": "+4915112345678"])
+            // Rules travel with the next session; reconnect both stores to pick them up now.
+            for store in ["A", "B"] {
+                try cluster.cut(store)
+                try cluster.restore(store)
+            }
+            try cluster.wait(upTo: 20, for: "stores to apply the rules and sync the member") {
+                (try? b.call("member.identify", ["phone": "+4915112345678"])) != nil
+                    && (try? b.call(
+                        "checkout.quote", ["card": "4600000000015", "amount": 100_000]))?["pointsEarned"] == 10
+            }
+            let atFuel = try b.call(
+                "checkout.purchase", ["card": "4600000000015", "amount": 100_000, "lane": "1", "receipt": "f1"])
+            #expect(atFuel["pointsEarned"] == 10, "fuel gives 1 %")
+            let atGrocer = try a.call(
+                "checkout.purchase", ["card": "4600000000015", "amount": 100_000, "lane": "1", "receipt": "g1"])
+            #expect(atGrocer["pointsEarned"] == 50, "grocer gets the default 5 %")
+        }
+    }
+}

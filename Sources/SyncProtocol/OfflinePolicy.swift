@@ -1,5 +1,3 @@
-import SyncProtocol
-
 /// The operator's offline risk policy: how far beyond the rights it holds a store may let
 /// members redeem while the hub is unreachable, as card terminals bound offline payments
 /// (floor limits, consecutive-offline limits). All zero (the default) allows nothing
@@ -45,6 +43,13 @@ public struct ExposureUse: Sendable, Equatable {
     public var memberCount: UInt64 = 0
     public var storePoints: UInt64 = 0
     public var storeCount: UInt64 = 0
+
+    public init(memberPoints: UInt64 = 0, memberCount: UInt64 = 0, storePoints: UInt64 = 0, storeCount: UInt64 = 0) {
+        self.memberPoints = memberPoints
+        self.memberCount = memberCount
+        self.storePoints = storePoints
+        self.storeCount = storeCount
+    }
 }
 
 extension OfflinePolicy {

@@ -1,0 +1,105 @@
+import Foundation
+import NodeKit
+import SyncProtocol
+import TOMLKit
+
+/// The operator's rules file (`rules.toml`) that `hub rules publish` signs and distributes.
+///
+/// ```toml
+/// [default]            # economics of partners without a section of their own
+/// accrual_bp = 500     # share of the paid amount given back as points (500 = 5 %)
+/// max_redeem_bp = 3000 # largest share of a check payable with points
+/// minor_units_per_point = 100
+/// [partners.fuel]
+/// accrual_bp = 100
+/// [offline]            # the offline risk policy stores apply (all zero: none)
+/// max_points_per_redemption = 0
+/// ```
+public struct RulesFile: Decodable, Sendable {
+    public struct Partner: Decodable, Sendable {
+        public var accrualBp: UInt64?
+        public var maxRedeemBp: UInt64?
+        public var minorUnitsPerPoint: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case accrualBp = "accrual_bp"
+            case maxRedeemBp = "max_redeem_bp"
+            case minorUnitsPerPoint = "minor_units_per_point"
+        }
+
+        func rules(over base: PartnerRules) -> PartnerRules {
+            PartnerRules(
+                accrualBasisPoints: accrualBp ?? base.accrualBasisPoints,
+                minorUnitsPerPoint: minorUnitsPerPoint ?? base.minorUnitsPerPoint,
+                maxRedeemBasisPoints: maxRedeemBp ?? base.maxRedeemBasisPoints)
+        }
+    }
+
+    public struct Offline: Decodable, Sendable {
+        public var maxPointsPerRedemption: UInt64?
+        public var maxPointsPerMember: UInt64?
+        public var maxRedemptionsPerMember: UInt64?
+        public var maxPointsPerStore: UInt64?
+        public var maxRedemptionsPerStore: UInt64?
+        public var maxOutageMinutes: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case maxPointsPerRedemption = "max_points_per_redemption"
+            case maxPointsPerMember = "max_points_per_member"
+            case maxRedemptionsPerMember = "max_redemptions_per_member"
+            case maxPointsPerStore = "max_points_per_store"
+            case maxRedemptionsPerStore = "max_redemptions_per_store"
+            case maxOutageMinutes = "max_outage_minutes"
+        }
+    }
+
+    public var `default`: Partner?
+    public var partners: [String: Partner]?
+    public var offline: Offline?
+
+    public static func parse(_ text: String) throws -> RulesFile {
+        do { return try TOMLDecoder().decode(RulesFile.self, from: text) } catch let error as TOMLParseError {
+            throw HubError("rules file line \(error.source.begin.line): \(error.description)")
+        } catch {
+            throw HubError("rules file: \(error)")
+        }
+    }
+
+    /// The document these rules describe (version, time and phone key are set on publishing).
+    public func document(version: UInt64, issuedAt: UInt64, phoneKey: [UInt8]) -> RulesDocument {
+        let base = (self.default ?? Partner()).rules(over: PartnerRules())
+        var policy = OfflinePolicy()
+        policy.maxPointsPerRedemption = offline?.maxPointsPerRedemption ?? 0
+        policy.maxPointsPerMember = offline?.maxPointsPerMember ?? 0
+        policy.maxRedemptionsPerMember = offline?.maxRedemptionsPerMember ?? 0
+        policy.maxPointsPerStore = offline?.maxPointsPerStore ?? 0
+        policy.maxRedemptionsPerStore = offline?.maxRedemptionsPerStore ?? 0
+        policy.maxOutageMilliseconds = (offline?.maxOutageMinutes ?? 0) * 60_000
+        return RulesDocument(
+            version: version, issuedAtMilliseconds: issuedAt, phoneKey: phoneKey, defaultPartner: base,
+            partners: (partners ?? [:]).mapValues { $0.rules(over: base) }, offline: policy)
+    }
+}
+
+extension HubLedger {
+    /// Signs and stores the next version of the rules. The phone key is made once, at the
+    /// first publication, and carried into every later version.
+    public func publishRules(_ db: SQLiteConnection, _ file: RulesFile, hub: SigningKeyPair) throws -> RulesDocument {
+        var phoneKey: [UInt8]
+        var version: UInt64 = 1
+        if let latest = try latestRules(db, newerThan: 0) {
+            let previous = try RulesDocument.verify(latest.document, hubKey: hub.publicKey)
+            phoneKey = previous.phoneKey
+            version = latest.version + 1
+        } else {
+            phoneKey = Sodium.randomBytes(32)
+        }
+        let document = file.document(version: version, issuedAt: wallClockMilliseconds(), phoneKey: phoneKey)
+        Sodium.zero(&phoneKey)
+        do { try document.validate() } catch { throw HubError(error.description) }
+        try db.run(
+            "INSERT INTO rules(version, document, published_ms) VALUES(?, ?, ?)",
+            [.uint(version), .blob(document.signed(by: hub)), .uint(document.issuedAtMilliseconds)])
+        return document
+    }
+}

@@ -1,0 +1,134 @@
+/// The coalition's rules as the hub publishes them: partner economics, the offline risk
+/// policy, and the key stores hash phone numbers with. Versioned; signed by the hub with
+/// its long-term key, so a store applies only what its pinned hub signed, and never an
+/// older version than it runs.
+public struct RulesDocument: Sendable, Equatable {
+    public var version: UInt64
+    public var issuedAtMilliseconds: UInt64
+    /// Coalition-wide key for phone-number hashes (32 bytes). Fixed for the program's life:
+    /// a new key would orphan every stored hash.
+    public var phoneKey: [UInt8]
+    /// Economics for a store whose partner has no entry of its own.
+    public var defaultPartner: PartnerRules
+    public var partners: [String: PartnerRules]
+    public var offline: OfflinePolicy
+
+    public init(
+        version: UInt64, issuedAtMilliseconds: UInt64, phoneKey: [UInt8], defaultPartner: PartnerRules = PartnerRules(),
+        partners: [String: PartnerRules] = [:], offline: OfflinePolicy = OfflinePolicy()
+    ) {
+        self.version = version
+        self.issuedAtMilliseconds = issuedAtMilliseconds
+        self.phoneKey = phoneKey
+        self.defaultPartner = defaultPartner
+        self.partners = partners
+        self.offline = offline
+    }
+
+    public func partner(_ name: String?) -> PartnerRules { name.flatMap { partners[$0] } ?? defaultPartner }
+
+    public enum Failure: Error, Equatable, Sendable, CustomStringConvertible {
+        case badSignature
+        case malformed(String)
+        case invalid(String)
+
+        public var description: String {
+            switch self {
+            case .badSignature: return "rules document is not signed by the pinned hub key; not applied"
+            case .malformed(let why): return "rules document is malformed: \(why)"
+            case .invalid(let why): return "rules document is invalid: \(why)"
+            }
+        }
+    }
+
+    /// Checks the values a store would act on.
+    public func validate() throws(Failure) {
+        guard phoneKey.count == 32 else { throw .invalid("phone key must be 32 bytes") }
+        for (name, rules) in [("default", defaultPartner)] + partners.sorted(by: { $0.key < $1.key }) {
+            guard rules.minorUnitsPerPoint > 0 else {
+                throw .invalid("partner \(name): a point must be worth something")
+            }
+            guard rules.accrualBasisPoints <= 10_000, rules.maxRedeemBasisPoints <= 10_000 else {
+                throw .invalid("partner \(name): basis points above 10000")
+            }
+        }
+    }
+
+    static let domain = Array("loyalty-edge rules v1".utf8)
+
+    private static func write(_ rules: PartnerRules, _ writer: inout ByteWriter) {
+        writer.write(rules.accrualBasisPoints)
+        writer.write(rules.minorUnitsPerPoint)
+        writer.write(rules.maxRedeemBasisPoints)
+    }
+
+    private static func readPartner(_ reader: inout ByteReader) throws(WireError) -> PartnerRules {
+        PartnerRules(
+            accrualBasisPoints: try reader.readUInt64(), minorUnitsPerPoint: try reader.readUInt64(),
+            maxRedeemBasisPoints: try reader.readUInt64())
+    }
+
+    /// The canonical bytes that are signed.
+    public var encoded: [UInt8] {
+        var writer = ByteWriter(capacity: 256)
+        writer.write(version)
+        writer.write(issuedAtMilliseconds)
+        writer.writeBytes(phoneKey)
+        Self.write(defaultPartner, &writer)
+        writer.write(UInt32(partners.count))
+        for (name, rules) in partners.sorted(by: { $0.key < $1.key }) {
+            writer.writeString(name)
+            Self.write(rules, &writer)
+        }
+        writer.write(offline.maxPointsPerRedemption)
+        writer.write(offline.maxPointsPerMember)
+        writer.write(offline.maxRedemptionsPerMember)
+        writer.write(offline.maxPointsPerStore)
+        writer.write(offline.maxRedemptionsPerStore)
+        writer.write(offline.maxOutageMilliseconds)
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(Failure) {
+        var reader = ByteReader(bytes)
+        do {
+            version = try reader.readUInt64()
+            issuedAtMilliseconds = try reader.readUInt64()
+            phoneKey = try reader.readBytes(field: "phone key", limit: 64)
+            defaultPartner = try Self.readPartner(&reader)
+            var partners: [String: PartnerRules] = [:]
+            for _ in 0..<(try reader.readCount(field: "partners", limit: 4096)) {
+                let name = try reader.readString(field: "partner", limit: 128)
+                partners[name] = try Self.readPartner(&reader)
+            }
+            self.partners = partners
+            var policy = OfflinePolicy()
+            policy.maxPointsPerRedemption = try reader.readUInt64()
+            policy.maxPointsPerMember = try reader.readUInt64()
+            policy.maxRedemptionsPerMember = try reader.readUInt64()
+            policy.maxPointsPerStore = try reader.readUInt64()
+            policy.maxRedemptionsPerStore = try reader.readUInt64()
+            policy.maxOutageMilliseconds = try reader.readUInt64()
+            offline = policy
+            try reader.expectEnd()
+        } catch {
+            throw .malformed(error.description)
+        }
+        try validate()
+    }
+
+    /// `signature ‖ document`, as the hub stores and sends it.
+    public func signed(by hub: SigningKeyPair) -> [UInt8] {
+        let body = encoded
+        return hub.sign(Self.domain + body) + body
+    }
+
+    /// Verifies a signed document against the pinned hub key and decodes it.
+    public static func verify(_ signed: [UInt8], hubKey: PublicKey) throws(Failure) -> RulesDocument {
+        guard signed.count > 64 else { throw .malformed("too short") }
+        let signature = Array(signed[0..<64])
+        let body = Array(signed[64...])
+        guard hubKey.verify(signature: signature, message: domain + body) else { throw .badSignature }
+        return try RulesDocument(decoding: body)
+    }
+}

@@ -101,17 +101,47 @@ public final class EdgeNode {
             ])
     }
 
+    /// Requests one connection may have in progress; beyond it, its lines wait and reading
+    /// pauses, so one flooding lane cannot crowd the others out of the writer's batches.
+    static let maxInFlightPerConnection = 32
+    /// Unsent answers beyond which a connection that does not read them stops being read.
+    static let maxQueuedBytesPerConnection = 1 << 20
+
     private func accept(_ stream: TCPStream) {
         let id = ObjectIdentifier(stream)
         connections[id] = stream
         var lines = LineBuffer()
-        stream.onRead = { [unowned self, unowned stream] bytes in
+        var waiting: [[UInt8]] = []
+        var inFlight = 0
+        var paused = false
+        var pump: () -> Void = {}
+        pump = { [unowned self, unowned stream] in
+            while inFlight < Self.maxInFlightPerConnection, !waiting.isEmpty, !stream.isClosing {
+                let line = waiting.removeFirst()
+                inFlight += 1
+                service.handle(
+                    line: line, connection: id,
+                    reply: { [weak stream] response in stream?.write(Array((response + "\n").utf8)) },
+                    finished: {
+                        inFlight -= 1
+                        pump()
+                    })
+            }
+            let congested =
+                !waiting.isEmpty || stream.queuedBytes > Self.maxQueuedBytesPerConnection
+            if congested && !paused {
+                paused = true
+                stream.stopReading()
+            } else if !congested && paused {
+                paused = false
+                try? stream.startReading()
+            }
+        }
+        stream.onDrained = { pump() }
+        stream.onRead = { [unowned stream] bytes in
             do {
-                for line in try lines.append(bytes) where !line.isEmpty {
-                    service.handle(line: line, connection: id) { [weak stream] response in
-                        stream?.write(Array((response + "\n").utf8))
-                    }
-                }
+                waiting += try lines.append(bytes).filter { !$0.isEmpty }
+                pump()
             } catch {
                 stream.write(Array((PosService.response(id: .null, error: .invalidRequest("\(error)")) + "\n").utf8))
                 stream.close()
@@ -120,10 +150,12 @@ public final class EdgeNode {
         stream.onEnd = { [unowned self] _ in
             connections[id] = nil
             service.detach(id)
+            pump = {}
         }
         stream.onClose = { [unowned self] in
             connections[id] = nil
             service.detach(id)
+            pump = {}
         }
         do { try stream.startReading() } catch { stream.close() }
     }

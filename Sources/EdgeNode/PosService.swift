@@ -72,8 +72,11 @@ final class PosService {
 
     /// Handles one request line from `connection`; `reply` gets the response line (nothing
     /// for notifications) and, once attached to a lane, that lane's scans.
-    func handle(line: [UInt8], connection: ObjectIdentifier, reply: @escaping (String) -> Void) {
+    func handle(
+        line: [UInt8], connection: ObjectIdentifier, reply: @escaping (String) -> Void, finished: @escaping () -> Void
+    ) {
         if let request = try? JSONValue.parse(line), request["method"] == .string("lane.attach") {
+            defer { finished() }
             guard let lane = try? Params.string(request["params"] ?? .null, "lane") else {
                 reply(Self.response(id: request["id"] ?? .null, error: .invalidParams("lane.attach needs a 'lane'")))
                 return
@@ -82,14 +85,16 @@ final class PosService {
             if let id = request["id"] { reply(Self.response(id: id, result: .object(["lane": .string(lane)]))) }
             return
         }
-        handle(line: line, reply: reply)
+        handle(line: line, reply: reply, finished: finished)
     }
 
-    /// Handles one request line; `reply` gets the response line (nothing for notifications).
-    func handle(line: [UInt8], reply: @escaping (String) -> Void) {
+    /// Handles one request line; `reply` gets the response line (nothing for notifications);
+    /// `finished` runs once the request is done, answered or not.
+    func handle(line: [UInt8], reply: @escaping (String) -> Void, finished: @escaping () -> Void = {}) {
         let request: JSONValue
         do { request = try JSONValue.parse(line) } catch {
             reply(Self.response(id: .null, error: .parseError("the line is not JSON")))
+            finished()
             return
         }
         guard case .object(let fields) = request, fields["jsonrpc"] == .string("2.0"),
@@ -98,15 +103,18 @@ final class PosService {
             reply(
                 Self.response(
                     id: request["id"] ?? .null, error: .invalidRequest("expected a JSON-RPC 2.0 request object")))
+            finished()
             return
         }
         let id = fields["id"]
         let params = fields["params"] ?? .object([:])
         guard case .object = params else {
             reply(Self.response(id: id ?? .null, error: .invalidParams("params must be an object")))
+            finished()
             return
         }
         dispatch(method: method, params: params) { result in
+            defer { finished() }
             guard let id else { return }  // a notification gets no answer
             switch result {
             case .success(let value): reply(Self.response(id: id, result: value))

@@ -55,6 +55,8 @@ public final class TCPStream: LoopHandle {
     public var onRead: (([UInt8]) -> Void)?
     /// The peer closed its side (nil) or the connection failed (an error). The stream closes itself.
     public var onEnd: ((UVError?) -> Void)?
+    /// Every queued write has reached the kernel (for resuming after back-pressure).
+    public var onDrained: (() -> Void)?
 
     /// Whether this is a TCP connection or a Unix-domain socket connection.
     public let isPipe: Bool
@@ -113,6 +115,12 @@ public final class TCPStream: LoopHandle {
         _ = uv_tcp_nodelay(tcp, 1)
     }
 
+    /// Stops delivering reads until `startReading` is called again (back-pressure).
+    public func stopReading() {
+        guard !isClosing else { return }
+        uv_read_stop(stream)
+    }
+
     /// Starts delivering reads to `onRead`.
     public func startReading() throws(UVError) {
         try UVError.check(
@@ -158,10 +166,13 @@ public final class TCPStream: LoopHandle {
             request.pointee.data?.deallocate()
             let handle = request.pointee.handle
             request.deallocate()
-            if status < 0, status != UV_ECANCELED.rawValue,
-                let stream = LoopHandle.from(handle.map(UnsafeMutableRawPointer.init), as: TCPStream.self)
-            {
-                stream.finish(UVError(code: status, call: "write"))
+            guard let stream = LoopHandle.from(handle.map(UnsafeMutableRawPointer.init), as: TCPStream.self) else {
+                return
+            }
+            if status < 0 {
+                if status != UV_ECANCELED.rawValue { stream.finish(UVError(code: status, call: "write")) }
+            } else if stream.queuedBytes == 0 {
+                stream.onDrained?()
             }
         }
         if rc < 0 {
@@ -220,6 +231,7 @@ public final class TCPStream: LoopHandle {
     override func didClose() {
         onRead = nil
         onEnd = nil
+        onDrained = nil
         connectCallback = nil
     }
 

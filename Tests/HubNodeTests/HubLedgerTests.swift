@@ -101,3 +101,33 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(counter.rights(storeB) == 100 && counter.rights(.hub) == 0 && counter.balance == 100)
     }
 }
+
+@Suite struct RulesPublishingTests {
+    @Test func eachPublicationIsTheNextSignedVersionAndKeepsThePhoneKey() throws {
+        let db = try openHub()
+        let hub = SigningKeyPair.generate()
+        let first = try HubLedger().publishRules(
+            db, try RulesFile.parse("[default]\naccrual_bp = 500\n[partners.fuel]\naccrual_bp = 100\n"), hub: hub)
+        let second = try HubLedger().publishRules(
+            db, try RulesFile.parse("[offline]\nmax_points_per_redemption = 50\n"), hub: hub)
+        #expect(first.version == 1 && second.version == 2)
+        #expect(first.partner("fuel").accrualBasisPoints == 100 && first.partner("grocer").accrualBasisPoints == 500)
+        #expect(second.phoneKey == first.phoneKey && first.phoneKey.count == 32)
+        let latest = try #require(try HubLedger().latestRules(db, newerThan: 1))
+        #expect(try RulesDocument.verify(latest.document, hubKey: hub.publicKey) == second)
+        #expect(try HubLedger().latestRules(db, newerThan: 2) == nil)
+    }
+
+    @Test func badRulesFilesAreRefusedWithTheReason() throws {
+        let db = try openHub()
+        let hub = SigningKeyPair.generate()
+        let syntax = #expect(throws: HubError.self) { _ = try RulesFile.parse("[default\naccrual_bp = 5") }
+        #expect(syntax?.description.contains("line 1") == true)
+        #expect(throws: HubError.self) { _ = try RulesFile.parse("[default]\naccrual_bp = \"five\"") }
+        let nonsense = #expect(throws: HubError.self) {
+            _ = try HubLedger().publishRules(db, try RulesFile.parse("[default]\naccrual_bp = 20000\n"), hub: hub)
+        }
+        #expect(nonsense?.description.contains("basis points") == true)
+        #expect(try HubLedger().latestRules(db, newerThan: 0) == nil, "nothing was published")
+    }
+}

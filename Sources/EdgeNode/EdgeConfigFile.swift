@@ -1,27 +1,10 @@
 import Foundation
+import NodeKit
 import TOMLKit
 
 /// `edge.toml`: the store node's configuration file. Every key is optional; command-line
 /// flags override the file, and built-in defaults fill the rest.
 public struct EdgeConfigFile: Decodable, Sendable, Equatable {
-    public struct Offline: Decodable, Sendable, Equatable {
-        public var maxPointsPerRedemption: UInt64?
-        public var maxPointsPerMember: UInt64?
-        public var maxRedemptionsPerMember: UInt64?
-        public var maxPointsPerStore: UInt64?
-        public var maxRedemptionsPerStore: UInt64?
-        public var maxOutageMinutes: UInt64?
-
-        enum CodingKeys: String, CodingKey {
-            case maxPointsPerRedemption = "max_points_per_redemption"
-            case maxPointsPerMember = "max_points_per_member"
-            case maxRedemptionsPerMember = "max_redemptions_per_member"
-            case maxPointsPerStore = "max_points_per_store"
-            case maxRedemptionsPerStore = "max_redemptions_per_store"
-            case maxOutageMinutes = "max_outage_minutes"
-        }
-    }
-
     public struct Scanner: Decodable, Sendable, Equatable {
         public var lane: String
         public var source: String
@@ -38,7 +21,7 @@ public struct EdgeConfigFile: Decodable, Sendable, Equatable {
     public var syncIntervalMs: UInt64?
     public var logLevel: String?
     public var logFormat: String?
-    public var offline: Offline?
+    public var offline: OfflinePolicySection?
     public var scanner: [Scanner]?
 
     enum CodingKeys: String, CodingKey {

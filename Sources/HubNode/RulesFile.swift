@@ -35,27 +35,9 @@ public struct RulesFile: Decodable, Sendable {
         }
     }
 
-    public struct Offline: Decodable, Sendable {
-        public var maxPointsPerRedemption: UInt64?
-        public var maxPointsPerMember: UInt64?
-        public var maxRedemptionsPerMember: UInt64?
-        public var maxPointsPerStore: UInt64?
-        public var maxRedemptionsPerStore: UInt64?
-        public var maxOutageMinutes: UInt64?
-
-        enum CodingKeys: String, CodingKey {
-            case maxPointsPerRedemption = "max_points_per_redemption"
-            case maxPointsPerMember = "max_points_per_member"
-            case maxRedemptionsPerMember = "max_redemptions_per_member"
-            case maxPointsPerStore = "max_points_per_store"
-            case maxRedemptionsPerStore = "max_redemptions_per_store"
-            case maxOutageMinutes = "max_outage_minutes"
-        }
-    }
-
     public var `default`: Partner?
     public var partners: [String: Partner]?
-    public var offline: Offline?
+    public var offline: OfflinePolicySection?
 
     public static func parse(_ text: String) throws -> RulesFile {
         do { return try TOMLDecoder().decode(RulesFile.self, from: text) } catch let error as TOMLParseError {
@@ -68,13 +50,7 @@ public struct RulesFile: Decodable, Sendable {
     /// The document these rules describe (version, time and phone key are set on publishing).
     public func document(version: UInt64, issuedAt: UInt64, phoneKey: [UInt8]) -> RulesDocument {
         let base = (self.default ?? Partner()).rules(over: PartnerRules())
-        var policy = OfflinePolicy()
-        policy.maxPointsPerRedemption = offline?.maxPointsPerRedemption ?? 0
-        policy.maxPointsPerMember = offline?.maxPointsPerMember ?? 0
-        policy.maxRedemptionsPerMember = offline?.maxRedemptionsPerMember ?? 0
-        policy.maxPointsPerStore = offline?.maxPointsPerStore ?? 0
-        policy.maxRedemptionsPerStore = offline?.maxRedemptionsPerStore ?? 0
-        policy.maxOutageMilliseconds = (offline?.maxOutageMinutes ?? 0) * 60_000
+        let policy = offline?.policy() ?? OfflinePolicy()
         return RulesDocument(
             version: version, issuedAtMilliseconds: issuedAt, phoneKey: phoneKey, defaultPartner: base,
             partners: (partners ?? [:]).mapValues { $0.rules(over: base) }, offline: policy)

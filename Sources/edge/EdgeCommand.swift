@@ -133,15 +133,12 @@ extension Edge {
             configuration.posSocket = posSocket ?? file.posSocket
             configuration.partner = partner ?? file.partner
             configuration.scanners = scannerConfigurations
-            var policy = OfflinePolicy()
-            let offline = file.offline
-            policy.maxPointsPerRedemption = offlineMaxPointsPerRedemption ?? offline?.maxPointsPerRedemption ?? 0
-            policy.maxPointsPerMember = offlineMaxPointsPerMember ?? offline?.maxPointsPerMember ?? 0
-            policy.maxRedemptionsPerMember = offlineMaxRedemptionsPerMember ?? offline?.maxRedemptionsPerMember ?? 0
-            policy.maxPointsPerStore = offlineMaxPointsPerStore ?? offline?.maxPointsPerStore ?? 0
-            policy.maxRedemptionsPerStore = offlineMaxRedemptionsPerStore ?? offline?.maxRedemptionsPerStore ?? 0
-            policy.maxOutageMilliseconds = (offlineMaxOutageMinutes ?? offline?.maxOutageMinutes ?? 0) * 60_000
-            configuration.offlinePolicy = policy
+            // Flags over the file's [offline] section over "allow nothing".
+            let flags = OfflinePolicySection(
+                maxPointsPerRedemption: offlineMaxPointsPerRedemption, maxPointsPerMember: offlineMaxPointsPerMember,
+                maxRedemptionsPerMember: offlineMaxRedemptionsPerMember, maxPointsPerStore: offlineMaxPointsPerStore,
+                maxRedemptionsPerStore: offlineMaxRedemptionsPerStore, maxOutageMinutes: offlineMaxOutageMinutes)
+            configuration.offlinePolicy = flags.policy(over: file.offline?.policy() ?? OfflinePolicy())
             return (configuration, level, format)
         }
 

@@ -27,6 +27,10 @@ public final class ActiveRules: @unchecked Sendable {
     public var version: UInt64 { lock.withLock { document?.version ?? 0 } }
     public var partnerRules: PartnerRules { lock.withLock { document?.partner(partner) ?? fallbackRules } }
     public var policy: OfflinePolicy { lock.withLock { document?.offline ?? fallbackPolicy } }
+    /// Welcome and referral bonuses; none until the hub's rules set them.
+    public var bonuses: (welcome: UInt64, referral: UInt64) {
+        lock.withLock { (document?.welcomeBonus ?? 0, document?.referralBonus ?? 0) }
+    }
 
     /// The key new phone hashes are made with, then the others a stored hash may use.
     var phoneKeys: [SecretBytes] {

@@ -222,8 +222,22 @@ public struct EdgeLedger: Sendable {
         let stamp = HLCTimestamp(rawValue: try meta(db, .hlc))
         let record = MemberRecord(
             id: id, card: number.digits, phoneHash: hash, referrer: referrerID, registeredAt: stamp)
+        // Bonuses are points earned here, written with the registration itself.
+        let bonuses = active.bonuses
+        var effects: [SlotWrite] = []
+        let ownBonus = bonuses.welcome + (referrerID == nil ? 0 : bonuses.referral)
+        if ownBonus > 0 {
+            var counter = EscrowCounter()
+            let (slot, value) = try counter.earn(at: node, ownBonus)
+            effects.append(SlotWrite(member: id, account: .main, slot: slot, value: value))
+        }
+        if let referrerID, bonuses.referral > 0 {
+            var counter = try counter(db, member: referrerID, account: .main)
+            let (slot, value) = try counter.earn(at: node, bonuses.referral)
+            effects.append(SlotWrite(member: referrerID, account: .main, slot: slot, value: value))
+        }
         _ = try append(
-            db, key: "register/\(number.digits)", member: id, operation: .registerMember(record), effects: [])
+            db, key: "register/\(number.digits)", member: id, operation: .registerMember(record), effects: effects)
         try applyMember(db, record)
         return try view(db, member: id, card: number.digits)
     }
@@ -339,10 +353,13 @@ public struct EdgeLedger: Sendable {
     /// that any store can redeem them while online; then returns the entries the hub lacks.
     public func preparePush(_ db: SQLiteConnection, after hubHigh: UInt64, limit: Int) throws -> [LogEntry] {
         let scanned = try meta(db, .releaseScan)
-        let members = try db.query(
-            "SELECT DISTINCT member FROM log WHERE seq > ? AND member IS NOT NULL", [.uint(scanned)]
-        ).map { MemberID(rawValue: $0.uint(0)) }
-        for member in members {
+        // Every member whose counter an entry since the last scan raised here (a referral
+        // raises the referrer's too).
+        var members = Set<MemberID>()
+        for row in try db.query("SELECT entry FROM log WHERE seq > ?", [.uint(scanned)]) {
+            for effect in try LogEntry(decoding: row.blob(0)).effects { members.insert(effect.member) }
+        }
+        for member in members.sorted() {
             for account in Account.allCases {
                 var counter = try counter(db, member: member, account: account)
                 let held = counter.rights(node)

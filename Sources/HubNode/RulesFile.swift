@@ -14,6 +14,9 @@ import TOMLKit
 /// accrual_bp = 100
 /// [offline]            # the offline risk policy stores apply (all zero: none)
 /// max_points_per_redemption = 0
+/// [bonuses]            # points for joining, and to each side of a referral
+/// welcome = 1000
+/// referral = 3000
 /// ```
 public struct RulesFile: Decodable, Sendable {
     public struct Partner: Decodable, Sendable {
@@ -38,6 +41,13 @@ public struct RulesFile: Decodable, Sendable {
     public var `default`: Partner?
     public var partners: [String: Partner]?
     public var offline: OfflinePolicySection?
+    public var bonuses: Bonuses?
+
+    /// `[bonuses]`: `welcome` points for joining, `referral` points to each side of a referral.
+    public struct Bonuses: Decodable, Sendable {
+        public var welcome: UInt64?
+        public var referral: UInt64?
+    }
 
     public static func parse(_ text: String) throws -> RulesFile {
         do { return try TOMLDecoder().decode(RulesFile.self, from: text) } catch let error as TOMLParseError {
@@ -53,7 +63,8 @@ public struct RulesFile: Decodable, Sendable {
         let policy = offline?.policy() ?? OfflinePolicy()
         return RulesDocument(
             version: version, issuedAtMilliseconds: issuedAt, phoneKey: phoneKey, defaultPartner: base,
-            partners: (partners ?? [:]).mapValues { $0.rules(over: base) }, offline: policy)
+            partners: (partners ?? [:]).mapValues { $0.rules(over: base) }, offline: policy,
+            welcomeBonus: bonuses?.welcome ?? 0, referralBonus: bonuses?.referral ?? 0)
     }
 }
 

@@ -12,11 +12,17 @@ public struct RulesDocument: Sendable, Equatable {
     public var defaultPartner: PartnerRules
     public var partners: [String: PartnerRules]
     public var offline: OfflinePolicy
+    /// Points for joining, and for each side of a referral (the new member and the referrer).
+    public var welcomeBonus: UInt64
+    public var referralBonus: UInt64
 
     public init(
         version: UInt64, issuedAtMilliseconds: UInt64, phoneKey: [UInt8], defaultPartner: PartnerRules = PartnerRules(),
-        partners: [String: PartnerRules] = [:], offline: OfflinePolicy = OfflinePolicy()
+        partners: [String: PartnerRules] = [:], offline: OfflinePolicy = OfflinePolicy(), welcomeBonus: UInt64 = 0,
+        referralBonus: UInt64 = 0
     ) {
+        self.welcomeBonus = welcomeBonus
+        self.referralBonus = referralBonus
         self.version = version
         self.issuedAtMilliseconds = issuedAtMilliseconds
         self.phoneKey = phoneKey
@@ -44,6 +50,9 @@ public struct RulesDocument: Sendable, Equatable {
     /// Checks the values a store would act on.
     public func validate() throws(Failure) {
         guard phoneKey.count == 32 else { throw .invalid("phone key must be 32 bytes") }
+        guard welcomeBonus <= 1_000_000_000, referralBonus <= 1_000_000_000 else {
+            throw .invalid("bonuses above 1,000,000,000 points")
+        }
         for (name, rules) in [("default", defaultPartner)] + partners.sorted(by: { $0.key < $1.key }) {
             guard rules.minorUnitsPerPoint > 0 else {
                 throw .invalid("partner \(name): a point must be worth something")
@@ -86,6 +95,8 @@ public struct RulesDocument: Sendable, Equatable {
         writer.write(offline.maxPointsPerStore)
         writer.write(offline.maxRedemptionsPerStore)
         writer.write(offline.maxOutageMilliseconds)
+        writer.write(welcomeBonus)
+        writer.write(referralBonus)
         return writer.bytes
     }
 
@@ -110,6 +121,8 @@ public struct RulesDocument: Sendable, Equatable {
             policy.maxRedemptionsPerStore = try reader.readUInt64()
             policy.maxOutageMilliseconds = try reader.readUInt64()
             offline = policy
+            welcomeBonus = try reader.readUInt64()
+            referralBonus = try reader.readUInt64()
             try reader.expectEnd()
         } catch {
             throw .malformed(error.description)

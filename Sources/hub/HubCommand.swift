@@ -176,6 +176,8 @@ extension Hub {
                         "version": .int(Int64(document.version)), "default": partner(document.defaultPartner),
                         "partners": .object(document.partners.mapValues(partner)),
                         "offlineMaxPointsPerRedemption": .int(Int64(document.offline.maxPointsPerRedemption)),
+                        "welcomeBonus": .int(Int64(document.welcomeBonus)),
+                        "referralBonus": .int(Int64(document.referralBonus)),
                     ]).jsonLine)
             }
         }

@@ -330,3 +330,34 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(try ledger.identify(db, card: nil, phone: "+4915199999999").card == "4006381333931")
     }
 }
+
+@Suite struct BonusTests {
+    /// The brief's programme: 1,000 points for joining, 3,000 to each side of a referral.
+    @Test(arguments: [
+        (welcome: UInt64(1_000), referral: UInt64(3_000), newMember: Int64(4_000), referrer: Int64(4_000)),
+        (welcome: 0, referral: 3_000, newMember: 3_000, referrer: 3_000),
+        (welcome: 1_000, referral: 0, newMember: 1_000, referrer: 1_000),
+        (welcome: 0, referral: 0, newMember: 0, referrer: 0),
+    ])
+    func registrationPaysTheWelcomeAndReferralBonuses(
+        welcome: UInt64, referral: UInt64, newMember: Int64, referrer: Int64
+    ) throws {
+        let (ledger, db) = try openLedger(node: 1)
+        ledger.active.install(
+            RulesDocument(
+                version: 1, issuedAtMilliseconds: 1, phoneKey: [UInt8](repeating: 1, count: 32), welcomeBonus: welcome,
+                referralBonus: referral))
+        let first = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        #expect(first.balance == Int64(welcome))
+        let second = try ledger.register(db, card: "4006381333931", phone: nil, referrer: first.id.description)
+        #expect(second.balance == newMember)
+        #expect(try ledger.identify(db, card: card, phone: nil).balance == referrer)
+        // Both bonuses are rights this store hands to the hub at the next push.
+        let entries = try ledger.preparePush(db, after: 0, limit: 100)
+        let moved = entries.compactMap { entry -> MemberID? in
+            if case .rightsMove(let member, _, _, _) = entry.operation { return member }
+            return nil
+        }
+        #expect(Set(moved).count == (newMember > 0 ? 2 : 0))
+    }
+}

@@ -27,6 +27,14 @@ public final class ActiveRules: @unchecked Sendable {
     public var version: UInt64 { lock.withLock { document?.version ?? 0 } }
     public var partnerRules: PartnerRules { lock.withLock { document?.partner(partner) ?? fallbackRules } }
     public var policy: OfflinePolicy { lock.withLock { document?.offline ?? fallbackPolicy } }
+    /// Points a purchase earns here now (partner accrual and running campaigns).
+    public func pointsEarned(paidMinor: UInt64, at milliseconds: UInt64) -> UInt64 {
+        lock.withLock {
+            document?.pointsEarned(partner: partner, paidMinor: paidMinor, at: milliseconds)
+                ?? fallbackRules.pointsEarned(paidMinor: paidMinor)
+        }
+    }
+
     /// Welcome and referral bonuses; none until the hub's rules set them.
     public var bonuses: (welcome: UInt64, referral: UInt64) {
         lock.withLock { (document?.welcomeBonus ?? 0, document?.referralBonus ?? 0) }

@@ -75,7 +75,8 @@ extension EdgeLedger {
         let paid = rules.paidMinor(amountMinor: amountMinor, redeemedPoints: redeemPoints)
         return Quote(
             member: member.id, amountMinor: amountMinor, redeemPoints: redeemPoints, paidMinor: paid,
-            pointsEarned: rules.pointsEarned(paidMinor: paid), maxRedeemable: min(cap, available),
+            pointsEarned: active.pointsEarned(paidMinor: paid, at: connectivity.nowMilliseconds),
+            maxRedeemable: min(cap, available),
             balance: counter.balance)
     }
 

@@ -307,7 +307,7 @@ public struct EdgeLedger: Sendable {
             effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
         }
         let paid = rules.paidMinor(amountMinor: request.amountMinor, redeemedPoints: request.redeemPoints)
-        let earned = rules.pointsEarned(paidMinor: paid)
+        let earned = active.pointsEarned(paidMinor: paid, at: wallClockMilliseconds())
         if earned > 0 {
             let (slot, value) = try counter.earn(at: node, earned)
             effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))

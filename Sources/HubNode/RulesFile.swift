@@ -42,6 +42,43 @@ public struct RulesFile: Decodable, Sendable {
     public var partners: [String: Partner]?
     public var offline: OfflinePolicySection?
     public var bonuses: Bonuses?
+    /// Minutes east of UTC of the programme's time zone (campaign dates are local days).
+    public var timeZoneOffsetMinutes: Int32?
+    public var campaigns: [CampaignEntry]?
+
+    /// `[[campaigns]]`: `from`/`to` dates (YYYY-MM-DD, inclusive), optional `partner`,
+    /// `multiplier_percent` (200 doubles) and/or `bonus_points` per purchase.
+    public struct CampaignEntry: Decodable, Sendable {
+        public var partner: String?
+        public var from: String
+        public var to: String
+        public var multiplierPercent: UInt64?
+        public var bonusPoints: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case partner, from, to
+            case multiplierPercent = "multiplier_percent"
+            case bonusPoints = "bonus_points"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case `default`, partners, offline, bonuses, campaigns
+        case timeZoneOffsetMinutes = "time_zone_offset_minutes"
+    }
+
+    /// The campaigns, with their dates checked.
+    func parsedCampaigns() throws -> [Campaign] {
+        try (campaigns ?? []).map { entry in
+            guard let first = Campaign.day(parsing: entry.from), let last = Campaign.day(parsing: entry.to) else {
+                throw HubError("campaign dates must be YYYY-MM-DD (got \(entry.from) … \(entry.to))")
+            }
+            return Campaign(
+                partner: entry.partner, firstDay: first, lastDay: last,
+                multiplierPercent: entry.multiplierPercent ?? 100,
+                bonusPoints: entry.bonusPoints ?? 0)
+        }
+    }
 
     /// `[bonuses]`: `welcome` points for joining, `referral` points to each side of a referral.
     public struct Bonuses: Decodable, Sendable {
@@ -58,13 +95,14 @@ public struct RulesFile: Decodable, Sendable {
     }
 
     /// The document these rules describe (version, time and phone key are set on publishing).
-    public func document(version: UInt64, issuedAt: UInt64, phoneKey: [UInt8]) -> RulesDocument {
+    public func document(version: UInt64, issuedAt: UInt64, phoneKey: [UInt8]) throws -> RulesDocument {
         let base = (self.default ?? Partner()).rules(over: PartnerRules())
         let policy = offline?.policy() ?? OfflinePolicy()
         return RulesDocument(
             version: version, issuedAtMilliseconds: issuedAt, phoneKey: phoneKey, defaultPartner: base,
             partners: (partners ?? [:]).mapValues { $0.rules(over: base) }, offline: policy,
-            welcomeBonus: bonuses?.welcome ?? 0, referralBonus: bonuses?.referral ?? 0)
+            welcomeBonus: bonuses?.welcome ?? 0, referralBonus: bonuses?.referral ?? 0,
+            timeZoneOffsetMinutes: timeZoneOffsetMinutes ?? 0, campaigns: try parsedCampaigns())
     }
 }
 
@@ -81,8 +119,8 @@ extension HubLedger {
         } else {
             phoneKey = Sodium.randomBytes(32)
         }
-        let document = file.document(version: version, issuedAt: wallClockMilliseconds(), phoneKey: phoneKey)
-        Sodium.zero(&phoneKey)
+        defer { Sodium.zero(&phoneKey) }
+        let document = try file.document(version: version, issuedAt: wallClockMilliseconds(), phoneKey: phoneKey)
         do { try document.validate() } catch { throw HubError(error.description) }
         try db.run(
             "INSERT INTO rules(version, document, published_ms) VALUES(?, ?, ?)",

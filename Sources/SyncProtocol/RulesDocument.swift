@@ -15,12 +15,18 @@ public struct RulesDocument: Sendable, Equatable {
     /// Points for joining, and for each side of a referral (the new member and the referrer).
     public var welcomeBonus: UInt64
     public var referralBonus: UInt64
+    /// The programme's time zone, as minutes east of UTC (Moscow: 180); campaign dates and
+    /// calendar months are counted in it.
+    public var timeZoneOffsetMinutes: Int32
+    public var campaigns: [Campaign]
 
     public init(
         version: UInt64, issuedAtMilliseconds: UInt64, phoneKey: [UInt8], defaultPartner: PartnerRules = PartnerRules(),
         partners: [String: PartnerRules] = [:], offline: OfflinePolicy = OfflinePolicy(), welcomeBonus: UInt64 = 0,
-        referralBonus: UInt64 = 0
+        referralBonus: UInt64 = 0, timeZoneOffsetMinutes: Int32 = 0, campaigns: [Campaign] = []
     ) {
+        self.timeZoneOffsetMinutes = timeZoneOffsetMinutes
+        self.campaigns = campaigns
         self.welcomeBonus = welcomeBonus
         self.referralBonus = referralBonus
         self.version = version
@@ -52,6 +58,13 @@ public struct RulesDocument: Sendable, Equatable {
         guard phoneKey.count == 32 else { throw .invalid("phone key must be 32 bytes") }
         guard welcomeBonus <= 1_000_000_000, referralBonus <= 1_000_000_000 else {
             throw .invalid("bonuses above 1,000,000,000 points")
+        }
+        guard abs(Int(timeZoneOffsetMinutes)) <= 14 * 60 else { throw .invalid("time zone offset beyond ±14 h") }
+        for campaign in campaigns {
+            guard campaign.firstDay <= campaign.lastDay else { throw .invalid("a campaign ends before it starts") }
+            guard campaign.multiplierPercent >= 100, campaign.multiplierPercent <= 10_000,
+                campaign.bonusPoints <= 1_000_000
+            else { throw .invalid("campaign multiplier must be 100–10000 % and its bonus at most 1,000,000 points") }
         }
         for (name, rules) in [("default", defaultPartner)] + partners.sorted(by: { $0.key < $1.key }) {
             guard rules.minorUnitsPerPoint > 0 else {
@@ -97,6 +110,15 @@ public struct RulesDocument: Sendable, Equatable {
         writer.write(offline.maxOutageMilliseconds)
         writer.write(welcomeBonus)
         writer.write(referralBonus)
+        writer.write(UInt32(bitPattern: timeZoneOffsetMinutes))
+        writer.write(UInt32(campaigns.count))
+        for campaign in campaigns {
+            writer.writeString(campaign.partner ?? "")
+            writer.write(campaign.firstDay)
+            writer.write(campaign.lastDay)
+            writer.write(campaign.multiplierPercent)
+            writer.write(campaign.bonusPoints)
+        }
         return writer.bytes
     }
 
@@ -123,6 +145,17 @@ public struct RulesDocument: Sendable, Equatable {
             offline = policy
             welcomeBonus = try reader.readUInt64()
             referralBonus = try reader.readUInt64()
+            timeZoneOffsetMinutes = Int32(bitPattern: try reader.readUInt32())
+            var campaigns: [Campaign] = []
+            for _ in 0..<(try reader.readCount(field: "campaigns", limit: 1024)) {
+                let partner = try reader.readString(field: "campaign partner", limit: 128)
+                campaigns.append(
+                    Campaign(
+                        partner: partner.isEmpty ? nil : partner, firstDay: try reader.readInt64(),
+                        lastDay: try reader.readInt64(), multiplierPercent: try reader.readUInt64(),
+                        bonusPoints: try reader.readUInt64()))
+            }
+            self.campaigns = campaigns
             try reader.expectEnd()
         } catch {
             throw .malformed(error.description)

@@ -131,3 +131,32 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(try HubLedger().latestRules(db, newerThan: 0) == nil, "nothing was published")
     }
 }
+
+@Suite struct RulesFileCampaignTests {
+    @Test func campaignsAndBonusesAreReadFromTheRulesFile() throws {
+        let file = try RulesFile.parse(
+            """
+            time_zone_offset_minutes = 180
+            [bonuses]
+            welcome = 1000
+            referral = 3000
+            [[campaigns]]
+            partner = "fuel"
+            from = "2026-12-01"
+            to = "2026-12-31"
+            multiplier_percent = 200
+            """)
+        let document = try file.document(version: 1, issuedAt: 0, phoneKey: [UInt8](repeating: 0, count: 32))
+        #expect(
+            document.welcomeBonus == 1_000 && document.referralBonus == 3_000 && document.timeZoneOffsetMinutes == 180)
+        #expect(
+            document.campaigns
+                == [
+                    Campaign(
+                        partner: "fuel", firstDay: Campaign.day(year: 2026, month: 12, day: 1),
+                        lastDay: Campaign.day(year: 2026, month: 12, day: 31), multiplierPercent: 200)
+                ])
+        let bad = try RulesFile.parse("[[campaigns]]\nfrom = \"2026-12-01\"\nto = \"31.12.2026\"\n")
+        #expect(throws: HubError.self) { _ = try bad.document(version: 1, issuedAt: 0, phoneKey: []) }
+    }
+}

@@ -48,3 +48,57 @@ import Testing
         }
     }
 }
+
+@Suite struct CampaignTests {
+    static let december1 = Campaign.day(year: 2026, month: 12, day: 1)
+
+    @Test func calendarDaysAreCountedInTheProgrammesTimeZone() {
+        #expect(Campaign.day(year: 1970, month: 1, day: 1) == 0)
+        #expect(Campaign.day(parsing: "2026-12-01") == Self.december1)
+        #expect(Campaign.day(parsing: "2026-13-01") == nil && Campaign.day(parsing: "26-12-01") == nil)
+        let moscow = RulesDocument(
+            version: 1, issuedAtMilliseconds: 0, phoneKey: [UInt8](repeating: 0, count: 32), timeZoneOffsetMinutes: 180)
+        // 30 November 22:00 UTC is already 1 December in Moscow.
+        let lateNovemberUTC = UInt64(Self.december1) * 86_400_000 - 2 * 3_600_000
+        #expect(moscow.day(of: lateNovemberUTC) == Self.december1)
+        var utc = moscow
+        utc.timeZoneOffsetMinutes = 0
+        #expect(utc.day(of: lateNovemberUTC) == Self.december1 - 1)
+    }
+
+    /// 5 % accrual at 1 point = 1.00: 2,000.00 paid earns 100 points without a campaign.
+    static let cases: [(partner: String, day: Int64, expected: UInt64)] = [
+        ("fuel", 0, 100),  // before the campaigns
+        ("fuel", 1, 300 + 50),  // ×3 (the largest) and +50
+        ("grocer", 1, 200),  // only the all-partner ×2
+        ("grocer", 31, 100),  // after it
+    ]
+
+    @Test(arguments: cases)
+    func campaignsMultiplyAndAddPoints(partner: String, day offset: Int64, expected: UInt64) {
+        let rules = RulesDocument(
+            version: 1, issuedAtMilliseconds: 0, phoneKey: [UInt8](repeating: 0, count: 32),
+            campaigns: [
+                Campaign(
+                    partner: nil, firstDay: Self.december1 + 1, lastDay: Self.december1 + 30, multiplierPercent: 200),
+                Campaign(
+                    partner: "fuel", firstDay: Self.december1 + 1, lastDay: Self.december1 + 1, multiplierPercent: 300,
+                    bonusPoints: 50),
+            ])
+        let at = UInt64(Self.december1 + offset) * 86_400_000 + 43_200_000
+        #expect(rules.pointsEarned(partner: partner, paidMinor: 200_000, at: at) == expected)
+    }
+
+    @Test func campaignsSurviveSigningAndBadOnesAreRefused() throws {
+        let hub = SigningKeyPair.generate()
+        var rules = RulesDocument(
+            version: 1, issuedAtMilliseconds: 0, phoneKey: [UInt8](repeating: 0, count: 32),
+            timeZoneOffsetMinutes: -300,
+            campaigns: [Campaign(partner: "fuel", firstDay: 10, lastDay: 20, multiplierPercent: 150, bonusPoints: 5)])
+        #expect(try RulesDocument.verify(rules.signed(by: hub), hubKey: hub.publicKey) == rules)
+        rules.campaigns = [Campaign(partner: nil, firstDay: 20, lastDay: 10)]
+        #expect(throws: RulesDocument.Failure.invalid("a campaign ends before it starts")) {
+            _ = try RulesDocument.verify(rules.signed(by: hub), hubKey: hub.publicKey)
+        }
+    }
+}

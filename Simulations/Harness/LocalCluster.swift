@@ -239,6 +239,16 @@ public final class LocalCluster: @unchecked Sendable {
         _ = try runTool("hub", ["store", "revoke", "--data", hubData, "--name", store])
     }
 
+    /// Prints the last lines of every process log (for a failed test's output).
+    public func dumpLogs(lines: Int = 25) {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: workDirectory.path)) ?? []
+        for name in files.sorted() where name.hasSuffix(".log") {
+            let text = (try? String(contentsOf: workDirectory.appendingPathComponent(name), encoding: .utf8)) ?? ""
+            print("---- \(name) (last \(lines) lines)")
+            print(text.split(separator: "\n").suffix(lines).joined(separator: "\n"))
+        }
+    }
+
     /// The hub's log so far (for checking what it reported).
     public func hubLog() -> String {
         (try? String(contentsOf: workDirectory.appendingPathComponent("hub.log"), encoding: .utf8)) ?? ""

@@ -28,11 +28,31 @@ public final class BlockingLineClient {
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(descriptor, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+        guard Self.connectRetryingSignals(descriptor, info.pointee.ai_addr, info.pointee.ai_addrlen, timeoutSeconds)
+        else {
             let reason = String(cString: strerror(errno))
             close(descriptor)
             descriptor = -1
             throw Failure(description: "cannot connect to \(address): \(reason)")
+        }
+    }
+
+    /// connect(2), finishing a connection a signal interrupted (it goes on in the kernel).
+    private static func connectRetryingSignals(
+        _ descriptor: Int32, _ address: UnsafePointer<sockaddr>, _ length: socklen_t, _ timeoutSeconds: Int
+    ) -> Bool {
+        if connect(descriptor, address, length) == 0 { return true }
+        guard errno == EINTR else { return false }
+        var poller = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+        while true {
+            let ready = poll(&poller, 1, Int32(timeoutSeconds * 1000))
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { return false }
+            var error: Int32 = 0
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &error, &size)
+            errno = error
+            return error == 0
         }
     }
 
@@ -72,6 +92,7 @@ public final class BlockingLineClient {
         var offset = 0
         while offset < bytes.count {
             let written = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, 0) }
+            if written < 0 && errno == EINTR { continue }  // a signal (a child process ending) is not a failure
             guard written > 0 else { throw Failure(description: "send failed: \(String(cString: strerror(errno)))") }
             offset += written
         }
@@ -87,9 +108,13 @@ public final class BlockingLineClient {
                 return String(decoding: line, as: UTF8.self)
             }
             let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            if count < 0 && errno == EINTR { continue }  // a signal (a child process ending) is not a failure
             guard count > 0 else {
+                if count == 0 { throw Failure(description: "connection closed by the node") }
+                let timedOut = errno == EAGAIN || errno == EWOULDBLOCK
                 throw Failure(
-                    description: count == 0 ? "connection closed by the node" : "no answer from the node in time")
+                    description: "no answer from the node: \(timedOut ? "timed out" : String(cString: strerror(errno)))"
+                )
             }
             pending += chunk[0..<count]
         }

@@ -27,12 +27,24 @@ public final class ActiveRules: @unchecked Sendable {
     public var version: UInt64 { lock.withLock { document?.version ?? 0 } }
     public var partnerRules: PartnerRules { lock.withLock { document?.partner(partner) ?? fallbackRules } }
     public var policy: OfflinePolicy { lock.withLock { document?.offline ?? fallbackPolicy } }
-    /// Points a purchase earns here now (partner accrual and running campaigns).
-    public func pointsEarned(paidMinor: UInt64, at milliseconds: UInt64) -> UInt64 {
+    /// Points a purchase earns here now (partner accrual, the member's tier, running campaigns).
+    public func pointsEarned(paidMinor: UInt64, at milliseconds: UInt64, vip: Bool = false) -> UInt64 {
         lock.withLock {
-            document?.pointsEarned(partner: partner, paidMinor: paidMinor, at: milliseconds)
+            document?.pointsEarned(partner: partner, paidMinor: paidMinor, at: milliseconds, vip: vip)
                 ?? fallbackRules.pointsEarned(paidMinor: paidMinor)
         }
+    }
+
+    /// The programme's calendar month of a time (UTC until rules name a time zone).
+    public func month(of milliseconds: UInt64) -> UInt32 {
+        lock.withLock {
+            document?.month(of: milliseconds) ?? RulesDocument.month(ofDay: Int64(milliseconds / 86_400_000))
+        }
+    }
+
+    /// Whether last month's spend makes a member VIP this month.
+    public func isVIP(lastMonthSpend spend: UInt64) -> Bool {
+        lock.withLock { document?.isVIP(lastMonthSpend: spend) ?? false }
     }
 
     /// Welcome and referral bonuses; none until the hub's rules set them.

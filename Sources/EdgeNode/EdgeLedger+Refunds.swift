@@ -75,23 +75,32 @@ extension EdgeLedger {
         let paid = rules.paidMinor(amountMinor: amountMinor, redeemedPoints: redeemPoints)
         return Quote(
             member: member.id, amountMinor: amountMinor, redeemPoints: redeemPoints, paidMinor: paid,
-            pointsEarned: active.pointsEarned(paidMinor: paid, at: connectivity.nowMilliseconds),
+            pointsEarned: active.pointsEarned(
+                paidMinor: paid, at: connectivity.nowMilliseconds, vip: isVIP(counter, at: connectivity.nowMilliseconds)
+            ),
             maxRedeemable: min(cap, available),
             balance: counter.balance)
     }
 
     /// The purchase a refund refers to, from this store's log or from the synced logs of others.
     func originalPurchase(_ db: SQLiteConnection, store: NodeID, key: String) throws -> PurchaseRecord? {
+        try originalPurchaseEntry(db, store: store, key: key)?.purchase
+    }
+
+    /// The purchase and when it was made (its log entry's hybrid-clock time).
+    func originalPurchaseEntry(_ db: SQLiteConnection, store: NodeID, key: String) throws -> (
+        purchase: PurchaseRecord, at: UInt64
+    )? {
         let rows =
             store == node
             ? try db.query("SELECT entry FROM log WHERE idem_key = ?", [.text(key)])
             : try db.query(
                 "SELECT entry FROM remote_log WHERE origin = ? AND idem_key = ?",
                 [.int(Int(store.rawValue)), .text(key)])
-        guard let row = rows.first, case .purchase(let purchase) = try LogEntry(decoding: row.blob(0)).operation else {
-            return nil
-        }
-        return purchase
+        guard let row = rows.first else { return nil }
+        let entry = try LogEntry(decoding: row.blob(0))
+        guard case .purchase(let purchase) = entry.operation else { return nil }
+        return (purchase, entry.timestamp.milliseconds)
     }
 
     func refundTotals(_ db: SQLiteConnection, store: NodeID, key: String) throws -> (
@@ -141,7 +150,7 @@ extension EdgeLedger {
                 pointsReversed: done.pointsReversed, pointsReturned: done.pointsReturned, balance: counter.balance,
                 refundableLeft: (purchase?.amountMinor ?? totals.refunded) - totals.refunded, replayed: true)
         }
-        guard let purchase = try originalPurchase(db, store: store, key: request.originalKey) else {
+        guard let (purchase, boughtAt) = try originalPurchaseEntry(db, store: store, key: request.originalKey) else {
             throw PosError.unknownPurchase(store: store, key: request.originalKey, here: store == node)
         }
         let totals = try refundTotals(db, store: store, key: request.originalKey)
@@ -163,6 +172,10 @@ extension EdgeLedger {
             let (slot, value) = try counter.earn(at: node, returned)
             effects.append(SlotWrite(member: purchase.member, account: .main, slot: slot, value: value))
         }
+        // The refund lowers the spend of the month the purchase counted in.
+        let (spendSlot, spendValue) = try counter.addRefundedSpend(
+            at: node, month: active.month(of: boughtAt), amount)
+        effects.append(SlotWrite(member: purchase.member, account: .main, slot: spendSlot, value: spendValue))
         let record = RefundRecord(
             member: purchase.member, lane: request.lane, receipt: request.receipt, originalStore: store,
             originalKey: request.originalKey, amountMinor: amount, pointsReversed: reversed, pointsReturned: returned)

@@ -8,11 +8,15 @@ public struct MemberView: Sendable, Equatable {
     public var balance: Int64
     public var promoBalance: Int64
     public var redeemable: UInt64
+    /// The member's tier this month, and their net spend so far this month (minor units).
+    public var vip: Bool = false
+    public var monthSpend: UInt64 = 0
 
     var json: JSONValue {
         .object([
             "member": .string(id.description), "card": .string(card), "balance": .int(balance),
             "promoBalance": .int(promoBalance), "redeemable": .int(Int64(redeemable)),
+            "tier": .string(vip ? "vip" : "standard"), "monthSpend": .int(Int64(monthSpend)),
         ])
     }
 }
@@ -79,9 +83,18 @@ public struct EdgeLedger: Sendable {
     /// How far beyond the rights held here members may redeem while offline (default: not at all).
     public var policy: OfflinePolicy { active.policy }
 
+    /// The wall clock (Unix milliseconds); tests and the simulator set their own.
+    public var now: @Sendable () -> UInt64 = wallClockMilliseconds
+
     public init(node: NodeID, active: ActiveRules) {
         self.node = node
         self.active = active
+    }
+
+    /// Whether a member is VIP in the month of `at` (by their net spend the month before).
+    func isVIP(_ counter: EscrowCounter, at milliseconds: UInt64) -> Bool {
+        let month = active.month(of: milliseconds)
+        return month > 0 && active.isVIP(lastMonthSpend: counter.monthlySpend(month: month - 1))
     }
 
     /// A ledger with fixed rules (tests, tools).
@@ -118,9 +131,11 @@ public struct EdgeLedger: Sendable {
     func view(_ db: SQLiteConnection, member: MemberID, card: String) throws -> MemberView {
         let main = try counter(db, member: member, account: .main)
         let promo = try counter(db, member: member, account: .promo)
+        let at = now()
         return MemberView(
             id: member, card: card, balance: main.balance, promoBalance: promo.balance,
-            redeemable: main.redeemable(at: node))
+            redeemable: main.redeemable(at: node), vip: isVIP(main, at: at),
+            monthSpend: main.monthlySpend(month: active.month(of: at)))
     }
 
     /// Finds a member by card number or phone number.
@@ -177,7 +192,7 @@ public struct EdgeLedger: Sendable {
     {
         let sequence = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0) + 1
         var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))
-        let stamp = try clock.now(wall: wallClockMilliseconds())
+        let stamp = try clock.now(wall: now())
         try setMeta(db, .hlc, stamp.rawValue)
         let entry = LogEntry(
             origin: node, sequence: sequence, timestamp: stamp, idempotencyKey: key ?? "", operation: operation,
@@ -307,11 +322,16 @@ public struct EdgeLedger: Sendable {
             effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
         }
         let paid = rules.paidMinor(amountMinor: request.amountMinor, redeemedPoints: request.redeemPoints)
-        let earned = active.pointsEarned(paidMinor: paid, at: wallClockMilliseconds())
+        let at = now()
+        let earned = active.pointsEarned(paidMinor: paid, at: at, vip: isVIP(counter, at: at))
         if earned > 0 {
             let (slot, value) = try counter.earn(at: node, earned)
             effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
         }
+        // Monthly spend (for tiers) counts the whole check, whatever paid it.
+        let (spendSlot, spendValue) = try counter.addSpend(
+            at: node, month: active.month(of: at), request.amountMinor)
+        effects.append(SlotWrite(member: member.id, account: .main, slot: spendSlot, value: spendValue))
         let record = PurchaseRecord(
             member: member.id, lane: request.lane, receipt: request.receipt, amountMinor: request.amountMinor,
             pointsEarned: earned, pointsRedeemed: request.redeemPoints, uncoveredPoints: uncovered)
@@ -420,7 +440,7 @@ public struct EdgeLedger: Sendable {
             try applyEffects(db, entry.effects)
             var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))
             do throws(ClockError) {
-                try clock.observe(entry.timestamp, wall: wallClockMilliseconds())
+                try clock.observe(entry.timestamp, wall: now())
             } catch {
                 clockErrors.append(error)
                 continue

@@ -42,6 +42,19 @@ public struct RulesFile: Decodable, Sendable {
     public var partners: [String: Partner]?
     public var offline: OfflinePolicySection?
     public var bonuses: Bonuses?
+    public var tiers: Tiers?
+
+    /// `[tiers]`: net monthly spend (minor units) that makes a member VIP for the next month,
+    /// and the VIP accrual multiplier in percent.
+    public struct Tiers: Decodable, Sendable {
+        public var vipThreshold: UInt64?
+        public var vipMultiplierPercent: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case vipThreshold = "vip_threshold"
+            case vipMultiplierPercent = "vip_multiplier_percent"
+        }
+    }
     /// Minutes east of UTC of the programme's time zone (campaign dates are local days).
     public var timeZoneOffsetMinutes: Int32?
     public var campaigns: [CampaignEntry]?
@@ -63,7 +76,7 @@ public struct RulesFile: Decodable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case `default`, partners, offline, bonuses, campaigns
+        case `default`, partners, offline, bonuses, campaigns, tiers
         case timeZoneOffsetMinutes = "time_zone_offset_minutes"
     }
 
@@ -102,7 +115,8 @@ public struct RulesFile: Decodable, Sendable {
             version: version, issuedAtMilliseconds: issuedAt, phoneKey: phoneKey, defaultPartner: base,
             partners: (partners ?? [:]).mapValues { $0.rules(over: base) }, offline: policy,
             welcomeBonus: bonuses?.welcome ?? 0, referralBonus: bonuses?.referral ?? 0,
-            timeZoneOffsetMinutes: timeZoneOffsetMinutes ?? 0, campaigns: try parsedCampaigns())
+            timeZoneOffsetMinutes: timeZoneOffsetMinutes ?? 0, campaigns: try parsedCampaigns(),
+            vipThresholdMinor: tiers?.vipThreshold ?? 0, vipMultiplierPercent: tiers?.vipMultiplierPercent ?? 100)
     }
 }
 

@@ -54,15 +54,43 @@ extension RulesDocument {
         return local >= 0 ? local / 86_400_000 : (local - 86_399_999) / 86_400_000
     }
 
+    /// The programme's calendar month of a Unix time, as months since January 1970.
+    public func month(of milliseconds: UInt64) -> UInt32 {
+        RulesDocument.month(ofDay: day(of: milliseconds))
+    }
+
+    /// Months since January 1970 of a day count (Howard Hinnant's civil_from_days).
+    public static func month(ofDay days: Int64) -> UInt32 {
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let shifted = (5 * dayOfYear + 2) / 153
+        let month = shifted < 10 ? shifted + 3 : shifted - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        return UInt32(clamping: max(0, (year - 1970) * 12 + month - 1))
+    }
+
+    /// Whether a member with `spend` (minor units) last month is VIP this month.
+    public func isVIP(lastMonthSpend spend: UInt64) -> Bool {
+        vipThresholdMinor > 0 && spend >= vipThresholdMinor
+    }
+
     /// Points a purchase earns at `partner` at time `at`: the partner's accrual on what was
-    /// paid, times the largest multiplier of the campaigns running that day, plus every
-    /// running campaign's fixed bonus. Integer arithmetic, rounding down once at the end.
-    public func pointsEarned(partner name: String?, paidMinor: UInt64, at milliseconds: UInt64) -> UInt64 {
+    /// paid, times the VIP multiplier for VIP members and the largest multiplier of the
+    /// campaigns running that day, plus every running campaign's fixed bonus. Integer
+    /// arithmetic, rounding down once at the end.
+    public func pointsEarned(partner name: String?, paidMinor: UInt64, at milliseconds: UInt64, vip: Bool = false)
+        -> UInt64
+    {
         let rules = partner(name)
         let today = day(of: milliseconds)
         let running = campaigns.filter { $0.applies(partner: name, day: today) }
-        let multiplier = running.map(\.multiplierPercent).max() ?? 100
-        let base = mulDiv(paidMinor, rules.accrualBasisPoints * multiplier, 10_000 * 100 * rules.minorUnitsPerPoint)
+        let campaign = running.map(\.multiplierPercent).max() ?? 100
+        let tier = vip ? vipMultiplierPercent : 100
+        let base = mulDiv(
+            paidMinor, rules.accrualBasisPoints * campaign * tier, 10_000 * 100 * 100 * rules.minorUnitsPerPoint)
         let (total, overflow) = running.reduce(base) { $0 &+ $1.bonusPoints }.addingReportingOverflow(0)
         return overflow ? .max : total
     }

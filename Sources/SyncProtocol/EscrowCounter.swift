@@ -6,6 +6,11 @@ public enum SlotKind: UInt8, Sendable, CaseIterable {
     case spent = 1
     /// `moved[i→j]`: redemption rights node `i` handed to node `j`.
     case moved = 2
+    /// Money spent (minor units) at node `i` in one calendar month; `to` holds the month
+    /// (months since January 1970). Monthly spend is itself a mergeable counter.
+    case spend = 3
+    /// Money refunded at node `i` against purchases of that month.
+    case refundedSpend = 4
 }
 
 /// One slot of a member's escrow counter. Only node `from` ever raises it.
@@ -23,6 +28,12 @@ public struct SlotKey: Hashable, Sendable, Comparable {
     public static func earned(_ node: NodeID) -> SlotKey { SlotKey(kind: .earned, from: node, to: node) }
     public static func spent(_ node: NodeID) -> SlotKey { SlotKey(kind: .spent, from: node, to: node) }
     public static func moved(_ from: NodeID, _ to: NodeID) -> SlotKey { SlotKey(kind: .moved, from: from, to: to) }
+    public static func spend(_ node: NodeID, month: UInt32) -> SlotKey {
+        SlotKey(kind: .spend, from: node, to: NodeID(month))
+    }
+    public static func refundedSpend(_ node: NodeID, month: UInt32) -> SlotKey {
+        SlotKey(kind: .refundedSpend, from: node, to: NodeID(month))
+    }
 
     /// The node allowed to raise this slot.
     public var owner: NodeID { from }
@@ -71,7 +82,7 @@ public struct EscrowCounter: Sendable, Equatable {
             switch key.kind {
             case .earned: total &+= Int64(truncatingIfNeeded: value)
             case .spent: total &-= Int64(truncatingIfNeeded: value)
-            case .moved: break
+            case .moved, .spend, .refundedSpend: break
             }
         }
         return total
@@ -98,6 +109,31 @@ public struct EscrowCounter: Sendable, Equatable {
     public func redeemable(at node: NodeID, allowance: UInt64 = 0) -> UInt64 {
         let total = rights(node) &+ Int64(clamping: allowance)
         return total > 0 ? UInt64(total) : 0
+    }
+
+    /// Net money spent in `month` across every node (purchases less refunds), in minor units.
+    public func monthlySpend(month: UInt32) -> UInt64 {
+        var spent: UInt64 = 0
+        var refunded: UInt64 = 0
+        for (key, value) in slots where key.to.rawValue == month {
+            if key.kind == .spend { spent &+= value }
+            if key.kind == .refundedSpend { refunded &+= value }
+        }
+        return spent > refunded ? spent - refunded : 0
+    }
+
+    /// Adds money spent at `node` in `month`.
+    public mutating func addSpend(at node: NodeID, month: UInt32, _ amount: UInt64) throws(CounterError) -> (
+        SlotKey, UInt64
+    ) {
+        try raise(.spend(node, month: month), by: amount)
+    }
+
+    /// Adds money refunded at `node` against purchases of `month`.
+    public mutating func addRefundedSpend(at node: NodeID, month: UInt32, _ amount: UInt64) throws(CounterError) -> (
+        SlotKey, UInt64
+    ) {
+        try raise(.refundedSpend(node, month: month), by: amount)
     }
 
     /// Raises a slot to `value` if that is larger ("take the larger value per slot").

@@ -19,12 +19,19 @@ public struct RulesDocument: Sendable, Equatable {
     /// calendar months are counted in it.
     public var timeZoneOffsetMinutes: Int32
     public var campaigns: [Campaign]
+    /// Tiers: a member whose net spend in a calendar month reaches `vipThresholdMinor` earns
+    /// with `vipMultiplierPercent` throughout the next month (0 disables tiers).
+    public var vipThresholdMinor: UInt64
+    public var vipMultiplierPercent: UInt64
 
     public init(
         version: UInt64, issuedAtMilliseconds: UInt64, phoneKey: [UInt8], defaultPartner: PartnerRules = PartnerRules(),
         partners: [String: PartnerRules] = [:], offline: OfflinePolicy = OfflinePolicy(), welcomeBonus: UInt64 = 0,
-        referralBonus: UInt64 = 0, timeZoneOffsetMinutes: Int32 = 0, campaigns: [Campaign] = []
+        referralBonus: UInt64 = 0, timeZoneOffsetMinutes: Int32 = 0, campaigns: [Campaign] = [],
+        vipThresholdMinor: UInt64 = 0, vipMultiplierPercent: UInt64 = 100
     ) {
+        self.vipThresholdMinor = vipThresholdMinor
+        self.vipMultiplierPercent = vipMultiplierPercent
         self.timeZoneOffsetMinutes = timeZoneOffsetMinutes
         self.campaigns = campaigns
         self.welcomeBonus = welcomeBonus
@@ -60,6 +67,9 @@ public struct RulesDocument: Sendable, Equatable {
             throw .invalid("bonuses above 1,000,000,000 points")
         }
         guard abs(Int(timeZoneOffsetMinutes)) <= 14 * 60 else { throw .invalid("time zone offset beyond ±14 h") }
+        guard vipMultiplierPercent >= 100, vipMultiplierPercent <= 10_000 else {
+            throw .invalid("VIP multiplier must be 100–10000 %")
+        }
         for campaign in campaigns {
             guard campaign.firstDay <= campaign.lastDay else { throw .invalid("a campaign ends before it starts") }
             guard campaign.multiplierPercent >= 100, campaign.multiplierPercent <= 10_000,
@@ -119,6 +129,8 @@ public struct RulesDocument: Sendable, Equatable {
             writer.write(campaign.multiplierPercent)
             writer.write(campaign.bonusPoints)
         }
+        writer.write(vipThresholdMinor)
+        writer.write(vipMultiplierPercent)
         return writer.bytes
     }
 
@@ -156,6 +168,8 @@ public struct RulesDocument: Sendable, Equatable {
                         bonusPoints: try reader.readUInt64()))
             }
             self.campaigns = campaigns
+            vipThresholdMinor = try reader.readUInt64()
+            vipMultiplierPercent = try reader.readUInt64()
             try reader.expectEnd()
         } catch {
             throw .malformed(error.description)

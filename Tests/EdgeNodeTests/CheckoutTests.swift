@@ -361,3 +361,67 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(Set(moved).count == (newMember > 0 ? 2 : 0))
     }
 }
+
+@Suite struct TierTests {
+    static let december1 = Campaign.day(year: 2026, month: 12, day: 1)
+    /// Milliseconds of a Moscow wall-clock time relative to 1 December 2026 00:00 (UTC+3).
+    static func moscow(dayOffset: Int64, hour: Int64) -> UInt64 {
+        UInt64((december1 + dayOffset) * 86_400_000 + (hour - 3) * 3_600_000)
+    }
+
+    static var rules: RulesDocument {
+        RulesDocument(
+            version: 1, issuedAtMilliseconds: 0, phoneKey: [UInt8](repeating: 1, count: 32), timeZoneOffsetMinutes: 180,
+            vipThresholdMinor: 1_000_000, vipMultiplierPercent: 200)
+    }
+
+    @Test func monthsAreCountedInTheProgrammesTimeZone() {
+        #expect(RulesDocument.month(ofDay: 0) == 0)
+        #expect(RulesDocument.month(ofDay: Self.december1) == (2026 - 1970) * 12 + 11)
+        #expect(Self.rules.month(of: Self.moscow(dayOffset: 0, hour: 0)) == (2026 - 1970) * 12 + 11)
+        #expect(Self.rules.month(of: Self.moscow(dayOffset: -1, hour: 23)) == (2026 - 1970) * 12 + 10)
+    }
+
+    /// November spend made offline at store B just before midnight (Moscow) reaches store A
+    /// only in December: A's member is standard until it arrives, VIP once it has.
+    @Test func offlinePurchasesAcrossTheMonthBoundarySyncedLateLiftTheTier() throws {
+        var (storeA, dbA) = try openLedger(node: 1)
+        var (storeB, dbB) = try openLedger(node: 2)
+        storeA.active.install(Self.rules)
+        storeB.active.install(Self.rules)
+        storeA.now = { Self.moscow(dayOffset: -2, hour: 12) }
+        _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)
+        _ = try storeA.purchase(dbA, buy(500_000, "nov-a"))  // 5,000.00 on 29 November
+        let registration = try storeA.preparePush(dbA, after: 0, limit: 100)
+        try storeB.applyFeed(
+            dbB, registration.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 1), entry: $0.element) },
+            upTo: 10)
+        // Store B, offline, 30 November 23:30 Moscow (20:30 UTC): 6,000.00.
+        storeB.now = { Self.moscow(dayOffset: -1, hour: 23) + 30 * 60_000 }
+        _ = try storeB.purchase(dbB, buy(600_000, "nov-b"), connectivity: .offline(since: 0, now: 1))
+
+        storeA.now = { Self.moscow(dayOffset: 0, hour: 10) }
+        let before = try receipt(try storeA.purchase(dbA, buy(200_000, "dec-1")))
+        #expect(before.pointsEarned == 100, "A knows only 5,000.00 of November: standard")
+        #expect(try storeA.identify(dbA, card: card, phone: nil).vip == false)
+
+        let late = try storeB.preparePush(dbB, after: 0, limit: 100)
+        try storeA.applyFeed(
+            dbA, late.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 20), entry: $0.element) }, upTo: 40)
+        let after = try receipt(try storeA.purchase(dbA, buy(200_000, "dec-2")))
+        #expect(after.pointsEarned == 200, "11,000.00 in November: VIP earns double in December")
+        #expect(try storeA.identify(dbA, card: card, phone: nil).vip)
+    }
+
+    @Test func aRefundLowersTheMonthsSpend() throws {
+        var (ledger, db) = try openLedger(node: 1)
+        ledger.active.install(Self.rules)
+        ledger.now = { Self.moscow(dayOffset: -5, hour: 12) }
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, buy(1_200_000, "big"))
+        _ = try ledger.refund(db, refund("back", of: "big", amount: 300_000))
+        #expect(try ledger.identify(db, card: card, phone: nil).monthSpend == 900_000)
+        ledger.now = { Self.moscow(dayOffset: 1, hour: 12) }
+        #expect(try ledger.identify(db, card: card, phone: nil).vip == false, "9,000.00 net is below the threshold")
+    }
+}

@@ -234,6 +234,12 @@ public final class LocalCluster: @unchecked Sendable {
             ])
     }
 
+    /// Creates promo codes at the hub.
+    public func createPromoCodes(points: Int, count: Int) throws -> [String] {
+        try runTool("hub", ["promo", "create", "--data", hubData, "--points", "\(points)", "--count", "\(count)"])
+            .split(separator: "\n").map(String.init)
+    }
+
     /// Revokes the store's key at the hub.
     public func revoke(_ store: String) throws {
         _ = try runTool("hub", ["store", "revoke", "--data", hubData, "--name", store])

@@ -71,6 +71,9 @@ public struct PosError: Error, Equatable, Sendable, CustomStringConvertible {
             message: "cannot refund \(requested): \(refundable) minor units of this purchase are left to refund",
             data: .object(["refundable": .int(Int64(refundable))]))
     }
+    public static func promoRefused(_ reason: String) -> PosError {
+        PosError(code: 1013, message: "promo code refused: \(reason)")
+    }
     public static func redeemAboveLimit(requested: UInt64, limit: UInt64) -> PosError {
         PosError(
             code: 1009, message: "at most \(limit) points can pay this check (\(requested) requested)",

@@ -174,9 +174,10 @@ final class PosService {
             case "node.status":
                 status(done)
             case "promo.activate":
-                throw uplink.online
-                    ? PosError(code: 1010, message: "promo codes are not yet served by this hub version")
-                    : PosError.hubUnreachable("activating a promo code")
+                let card = try Params.string(params, "card")
+                let code = try Params.string(params, "code")
+                guard uplink.online else { throw PosError.hubUnreachable("activating a promo code") }
+                activatePromo(card: card, code: code, done)
             default:
                 throw PosError.methodNotFound(method)
             }
@@ -239,6 +240,34 @@ final class PosService {
             case .failure(let error):
                 logger.error("purchase failed in storage", metadata: ["error": "\(error)"])
                 done(.failure(.storage("\(error)")))
+            }
+        }
+    }
+
+    /// Finds the member, has the hub credit the code (single-use coalition-wide), applies the
+    /// hub's entry here and answers with the promo balance.
+    private func activatePromo(card: String, code: String, _ done: @escaping Completion) {
+        let ledger = self.ledger
+        writer.submit({ db in try ledger.memberID(db, card: card) }) { [self] found in
+            switch found {
+            case .failure(let error as PosError): done(.failure(error))
+            case .failure(let error): done(.failure(.storage("\(error)")))
+            case .success(let member):
+                uplink.requestPromo(member: member.id, code: code) { [self] credited in
+                    switch credited {
+                    case .failure(let error): done(.failure(error))
+                    case .success(let (points, writes)):
+                        run(done) { db in
+                            try CounterSlots.apply(db, writes)
+                            var view = try ledger.identify(db, card: card, phone: nil).json
+                            if case .object(var fields) = view {
+                                fields["pointsCredited"] = .int(Int64(points))
+                                view = .object(fields)
+                            }
+                            return view
+                        }
+                    }
+                }
             }
         }
     }

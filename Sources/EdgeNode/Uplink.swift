@@ -36,6 +36,7 @@ final class Uplink {
     private var retryDelay: UInt64 = 250
     private var stopped = false
     private var rightsCompletions: [UInt32: (Result<[SlotWrite], PosError>) -> Void] = [:]
+    private var promoCompletions: [UInt32: (Result<(points: UInt64, writes: [SlotWrite]), PosError>) -> Void] = [:]
 
     /// When the session last heard from the hub, and since when it is down (loop milliseconds).
     private(set) var lastContact: UInt64?
@@ -106,6 +107,16 @@ final class Uplink {
         let (id, actions) = session.requestRights(
             member: member, account: account, points: points, now: loop.nowMilliseconds)
         rightsCompletions[id] = completion
+        execute(actions)
+    }
+
+    /// Asks the hub to credit a promo code (single-use across the coalition).
+    func requestPromo(
+        member: MemberID, code: String,
+        _ completion: @escaping (Result<(points: UInt64, writes: [SlotWrite]), PosError>) -> Void
+    ) {
+        let (id, actions) = session.requestPromo(member: member, code: code, now: loop.nowMilliseconds)
+        promoCompletions[id] = completion
         execute(actions)
     }
 
@@ -251,6 +262,14 @@ final class Uplink {
             case .rightsFailed(let id, let reason):
                 rightsCompletions.removeValue(forKey: id)?(
                     .failure(.hubUnreachable("redeeming points held elsewhere (\(reason))")))
+                promoCompletions.removeValue(forKey: id)?(
+                    .failure(.hubUnreachable("activating a promo code (\(reason))")))
+            case .promoResolved(let id, let points, let writes, let refusal):
+                if let refusal {
+                    promoCompletions.removeValue(forKey: id)?(.failure(.promoRefused(refusal)))
+                } else {
+                    promoCompletions.removeValue(forKey: id)?(.success((points, writes)))
+                }
             case .wentOnline(let high):
                 retryTimer.stop()
                 retryDelay = 250

@@ -67,7 +67,8 @@ public struct HubLedger: Sendable {
                 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
                 -- Versioned rules documents distributed to stores.
                 CREATE TABLE rules (version INTEGER PRIMARY KEY, document BLOB NOT NULL, published_ms INTEGER NOT NULL);
-                """ + CounterSlots.schema)
+                """ + CounterSlots.schema),
+        promoMigration,
     ])
 
     /// Opens (creating if needed) and migrates the hub database.
@@ -191,6 +192,14 @@ public struct HubLedger: Sendable {
         let granted = min(points, held > 0 ? UInt64(held) : 0)
         guard granted > 0 else { return (0, nil) }
         let (slot, value) = try counter.move(by: .hub, to: store, granted)
+        let entry = try appendHubEntry(
+            db, operation: .rightsMove(member: member, account: account, to: store, points: granted),
+            effects: [SlotWrite(member: member, account: account, slot: slot, value: value)])
+        return (granted, entry)
+    }
+
+    /// Appends an entry to the hub's own log (origin 0) and merges it like any other.
+    func appendHubEntry(_ db: SQLiteConnection, operation: Operation, effects: [SlotWrite]) throws -> LogEntry {
         let sequence = try originHighWater(db, origin: .hub) + 1
         var clock = HybridLogicalClock(
             last: HLCTimestamp(
@@ -200,11 +209,10 @@ public struct HubLedger: Sendable {
             "INSERT INTO meta(key, value) VALUES('hlc', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [.uint(stamp.rawValue)])
         let entry = LogEntry(
-            origin: .hub, sequence: sequence, timestamp: stamp, idempotencyKey: "",
-            operation: .rightsMove(member: member, account: account, to: store, points: granted),
-            effects: [SlotWrite(member: member, account: account, slot: slot, value: value)])
+            origin: .hub, sequence: sequence, timestamp: stamp, idempotencyKey: "", operation: operation,
+            effects: effects)
         try insert(db, entry)
-        return (granted, entry)
+        return entry
     }
 
     // MARK: Rules

@@ -271,6 +271,22 @@ final class StoreSession {
                     case .failure(let error): self?.step { $0.failed("\(error)") }
                     }
                 }
+            case .activatePromo(let requestID, let member, let code):
+                let activate:
+                    @Sendable (SQLiteConnection) throws -> (points: UInt64, entry: LogEntry?, refusal: String?) = {
+                        db in try ledger.activatePromo(db, code: code, member: member, store: store)
+                    }
+                writer.submit(activate) { [weak self] result in
+                    switch result {
+                    case .success(let outcome):
+                        self?.step {
+                            $0.promoResolved(
+                                requestID: requestID, points: outcome.points, entry: outcome.entry,
+                                refusal: outcome.refusal)
+                        }
+                    case .failure(let error): self?.step { $0.failed("\(error)") }
+                    }
+                }
             case .loadRules(let newerThan):
                 writer.submit({ db in try ledger.latestRules(db, newerThan: newerThan) }) { [weak self] result in
                     switch result {

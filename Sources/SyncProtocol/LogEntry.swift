@@ -80,6 +80,8 @@ public enum Operation: Sendable, Equatable {
     case registerMember(MemberRecord)
     case purchase(PurchaseRecord)
     case refund(RefundRecord)
+    /// The hub credited a promo code to a member's promo account.
+    case promoCredit(member: MemberID, code: String, points: UInt64)
     /// Redemption rights handed from the entry's origin to another node.
     case rightsMove(member: MemberID, account: Account, to: NodeID, points: UInt64)
 }
@@ -179,6 +181,11 @@ extension LogEntry {
             writer.write(purchase.pointsEarned)
             writer.write(purchase.pointsRedeemed)
             writer.write(purchase.uncoveredPoints)
+        case .promoCredit(let member, let code, let points):
+            writer.write(UInt8(5))
+            writer.write(member.rawValue)
+            writer.writeString(code)
+            writer.write(points)
         case .refund(let refund):
             writer.write(UInt8(4))
             writer.write(refund.member.rawValue)
@@ -245,6 +252,10 @@ extension LogEntry {
                     member: member, lane: lane, receipt: receipt, originalStore: originalStore,
                     originalKey: originalKey, amountMinor: try reader.readUInt64(),
                     pointsReversed: try reader.readUInt64(), pointsReturned: try reader.readUInt64()))
+        case 5:
+            let member = MemberID(rawValue: try reader.readUInt64())
+            let code = try reader.readString(field: "promo code", limit: maxTextBytes)
+            operation = .promoCredit(member: member, code: code, points: try reader.readUInt64())
         case 3:
             let member = MemberID(rawValue: try reader.readUInt64())
             let account = try decodeAccount(&reader)

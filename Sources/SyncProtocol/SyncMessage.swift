@@ -50,6 +50,11 @@ public enum SyncMessage: Sendable, Equatable {
     case error(code: SyncErrorCode, message: String)
     /// Hub → edge: the coalition's rules document at `version` (newer than the edge's).
     case rules(version: UInt64, document: [UInt8])
+    /// Edge → hub: credit this promo code to the member (codes are single-use coalition-wide).
+    case promoRequest(requestID: UInt32, member: MemberID, code: String)
+    /// Hub → edge: the points credited and the hub's entry raising the member's promo
+    /// account, or why not (`refusal` set, no entry).
+    case promoResult(requestID: UInt32, points: UInt64, entry: LogEntry?, refusal: String?)
 
     public static let maxRulesBytes = 256 * 1024
 
@@ -110,6 +115,18 @@ public enum SyncMessage: Sendable, Equatable {
             writer.write(UInt8(10))
             writer.write(version)
             writer.writeBytes(document)
+        case .promoRequest(let requestID, let member, let code):
+            writer.write(UInt8(11))
+            writer.write(requestID)
+            writer.write(member.rawValue)
+            writer.writeString(code)
+        case .promoResult(let requestID, let points, let entry, let refusal):
+            writer.write(UInt8(12))
+            writer.write(requestID)
+            writer.write(points)
+            writer.write(entry != nil)
+            entry?.encode(into: &writer)
+            writer.writeString(refusal ?? "")
         }
         return writer.bytes
     }
@@ -176,6 +193,17 @@ public enum SyncMessage: Sendable, Equatable {
             self = .rules(
                 version: try reader.readUInt64(),
                 document: try reader.readBytes(field: "rules", limit: Self.maxRulesBytes))
+        case 11:
+            self = .promoRequest(
+                requestID: try reader.readUInt32(), member: MemberID(rawValue: try reader.readUInt64()),
+                code: try reader.readString(field: "promo code", limit: 64))
+        case 12:
+            let requestID = try reader.readUInt32()
+            let points = try reader.readUInt64()
+            let entry = try reader.readBool() ? try LogEntry.decode(from: &reader) : nil
+            let refusal = try reader.readString(field: "promo refusal", limit: 512)
+            self = .promoResult(
+                requestID: requestID, points: points, entry: entry, refusal: refusal.isEmpty ? nil : refusal)
         default:
             throw .unknownTag(field: "message", value: UInt64(tag))
         }

@@ -10,7 +10,7 @@ struct Hub: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hub",
         abstract: "The coalition hub: merges every store's ledger, hands out redemption rights, enrolls stores.",
-        subcommands: [Run.self, Keygen.self, Store.self, Rules.self, Member.self])
+        subcommands: [Run.self, Keygen.self, Store.self, Rules.self, Promo.self, Member.self])
 }
 
 struct DataOption: ParsableArguments {
@@ -179,6 +179,28 @@ extension Hub {
                         "welcomeBonus": .int(Int64(document.welcomeBonus)),
                         "referralBonus": .int(Int64(document.referralBonus)),
                     ]).jsonLine)
+            }
+        }
+    }
+
+    struct Promo: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Promo codes: single-use across the coalition, credited through the hub only.",
+            subcommands: [Create.self])
+
+        struct Create: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Create promo codes and print them, one per line.")
+            @OptionGroup var options: DataOption
+            @Option(help: "Points each code credits to the member's promo account.")
+            var points: UInt64
+            @Option(help: "How many codes to create.")
+            var count: Int = 1
+
+            func run() throws {
+                for code in try HubLedger().createPromoCodes(try options.openLedger(), points: points, count: count) {
+                    print(code)
+                }
             }
         }
     }

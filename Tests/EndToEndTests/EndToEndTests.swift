@@ -349,4 +349,34 @@ private final class Ledger: @unchecked Sendable {
             }
         }
     }
+
+    @Suite struct PromoCodeTests {
+        @Test func aPromoCodeIsCreditedThroughTheHubOnceAndRefusedOffline() throws {
+            try withCluster { cluster in
+                try cluster.startHub()
+                try cluster.addStore(name: "A", partner: "grocer")
+                try cluster.addStore(name: "B", partner: "fuel")
+                let a = try cluster.pos("A")
+                let b = try cluster.pos("B")
+                _ = try a.call("member.register", ["card": "4600000000015"])
+                let code = try #require(try cluster.createPromoCodes(points: 500, count: 1).first)
+                try cluster.wait(upTo: 15, for: "both stores online and the member at B") {
+                    try a.call("node.status")["online"] == .bool(true)
+                        && (try? b.call("member.identify", ["card": "4600000000015"])) != nil
+                }
+                let credited = try a.call("promo.activate", ["card": "4600000000015", "code": .string(code)])
+                #expect(credited["pointsCredited"] == 500 && credited["promoBalance"] == 500)
+                let again = try #require(throws: PosError.self) {
+                    _ = try b.call("promo.activate", ["card": "4600000000015", "code": .string(code)])
+                }
+                #expect(again.code == 1013 && again.message.contains("already used"))
+                try cluster.cut("B")
+                try cluster.wait(upTo: 15, for: "B offline") { try b.call("node.status")["online"] == .bool(false) }
+                let offline = try #require(throws: PosError.self) {
+                    _ = try b.call("promo.activate", ["card": "4600000000015", "code": "ANYTHING"])
+                }
+                #expect(offline.code == 1005)
+            }
+        }
+    }
 }

@@ -160,3 +160,23 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(throws: HubError.self) { _ = try bad.document(version: 1, issuedAt: 0, phoneKey: []) }
     }
 }
+
+@Suite struct PromoCodeTests {
+    @Test func aCodeIsCreditedOnceAcrossTheCoalition() throws {
+        let db = try openHub()
+        let codes = try HubLedger().createPromoCodes(db, points: 500, count: 3)
+        #expect(Set(codes).count == 3 && codes.allSatisfy { $0.count == 10 })
+        let first = try HubLedger().activatePromo(db, code: codes[0].lowercased(), member: member, store: storeA)
+        #expect(first.points == 500 && first.refusal == nil)
+        guard case .promoCredit(_, _, 500)? = first.entry?.operation else {
+            Issue.record("expected a promo credit entry, got \(String(describing: first.entry))")
+            return
+        }
+        #expect(try HubLedger().counter(db, member: member, account: .promo).balance == 500)
+        let again = try HubLedger().activatePromo(db, code: codes[0], member: member, store: storeB)
+        #expect(again.entry == nil && again.refusal?.contains("already used") == true)
+        let unknown = try HubLedger().activatePromo(db, code: "NOPE", member: member, store: storeA)
+        #expect(unknown.refusal == "unknown promo code NOPE")
+        #expect(throws: HubError.self) { _ = try HubLedger().createPromoCodes(db, points: 0, count: 1) }
+    }
+}

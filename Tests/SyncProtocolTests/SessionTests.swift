@@ -127,6 +127,7 @@ private struct Network {
                 edge.replica.apply(writes)
                 edge.granted[id] = writes
             case .rightsFailed(let id, _): edge.failedRights.append(id)
+            case .promoResolved: break
             case .wentOnline: break
             case .applyRules(let version, _): edge.session.rulesApplied(version: version)
             case .close: disconnect(index)
@@ -157,6 +158,8 @@ private struct Network {
                     member: AccountKey(member: member, account: account), to: node, points: points)
                 next = session.granted(requestID: id, granted: granted, entry: entry)
             case .loadRules: next = session.rulesLoaded(version: 0, document: nil)
+            case .activatePromo(let id, _, _):
+                next = session.promoResolved(requestID: id, points: 0, entry: nil, refusal: "none")
             case .storeOnline: break
             case .close:
                 hub.sessions[node] = nil
@@ -305,5 +308,33 @@ private struct Network {
         edge.rulesApplied(version: 4)
         #expect(edge.received(.rules(version: 4, document: [1, 2]), now: 0).isEmpty)
         #expect(edge.received(.rules(version: 2, document: [9]), now: 0).isEmpty, "rules never go backwards")
+    }
+}
+
+@Suite struct PromoSessionTests {
+    @Test func aPromoRequestTravelsToTheHubAndItsResultBack() {
+        var hub = HubSession(store: NodeID(1))
+        _ = hub.received(.hello(version: syncProtocolVersion, node: NodeID(1), feedWatermark: 0, rulesVersion: 0))
+        _ = hub.highWaterLoaded(0)
+        var edge = EdgeSession(configuration: .init(node: NodeID(1)), feedWatermark: 0)
+        let offline = edge.requestPromo(member: member.member, code: "ABC", now: 0)
+        #expect(offline.actions == [.rightsFailed(requestID: offline.requestID, reason: "hub unreachable")])
+        _ = edge.connected()
+        _ = edge.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)
+        let asked = edge.requestPromo(member: member.member, code: "ABC", now: 0)
+        guard case .send(let request)? = asked.actions.first else {
+            Issue.record("no request sent")
+            return
+        }
+        #expect(
+            hub.received(request) == [.activatePromo(requestID: asked.requestID, member: member.member, code: "ABC")])
+        let refused = hub.promoResolved(requestID: asked.requestID, points: 0, entry: nil, refusal: "already used")
+        guard case .send(let answer)? = refused.first else {
+            Issue.record("no answer sent")
+            return
+        }
+        #expect(
+            edge.received(answer, now: 1)
+                == [.promoResolved(requestID: asked.requestID, points: 0, writes: [], refusal: "already used")])
     }
 }

@@ -51,6 +51,15 @@ private func sampleEntries() -> [LogEntry] {
             .rightsGrant(requestID: 4, granted: 40, entry: entries[2]),
             .rightsGrant(requestID: 5, granted: 0, entry: nil),
             .error(code: .refusedEntry, message: "gap"),
+            .promoRequest(requestID: 9, member: member, code: "7QK2M9XW3P"),
+            .promoResult(
+                requestID: 9, points: 500,
+                entry: LogEntry(
+                    origin: .hub, sequence: 3, timestamp: HLCTimestamp(rawValue: 5), idempotencyKey: "",
+                    operation: .promoCredit(member: member, code: "7QK2M9XW3P", points: 500),
+                    effects: [SlotWrite(member: member, account: .promo, slot: .earned(.hub), value: 500)]),
+                refusal: nil),
+            .promoResult(requestID: 10, points: 0, entry: nil, refusal: "promo code X was already used"),
         ]
         for message in messages {
             #expect(try SyncMessage(decoding: message.encoded) == message)

@@ -35,6 +35,8 @@ public struct EdgeSession: Sendable {
         /// Apply these feed entries durably, then call `changesApplied` or `changesRefused`.
         case applyChanges([FeedEntry], upTo: UInt64, more: Bool)
         case rightsGranted(requestID: UInt32, writes: [SlotWrite])
+        /// A promo code was credited (apply `writes`) or refused (`refusal`).
+        case promoResolved(requestID: UInt32, points: UInt64, writes: [SlotWrite], refusal: String?)
         case rightsFailed(requestID: UInt32, reason: String)
         case wentOnline(hubHasUpTo: UInt64)
         /// Verify and install this rules document, then call `rulesApplied` (or ignore it if refused).
@@ -146,6 +148,16 @@ public struct EdgeSession: Sendable {
             }
             pull = .applying
             return [.applyChanges(entries, upTo: upTo, more: more)]
+        case (.online, .promoResult(let requestID, let points, let entry, let refusal)):
+            guard pendingRights.removeValue(forKey: requestID) != nil else { return [] }
+            if let entry {
+                guard entry.origin == .hub, (try? entry.validateOrigin()) != nil else {
+                    return close("hub sent a promo credit that is not the hub's own entry")
+                }
+            }
+            return [
+                .promoResolved(requestID: requestID, points: points, writes: entry?.effects ?? [], refusal: refusal)
+            ]
         case (.online, .rightsGrant(let requestID, _, let entry)):
             guard pendingRights.removeValue(forKey: requestID) != nil else { return [] }
             if let entry {
@@ -229,6 +241,17 @@ public struct EdgeSession: Sendable {
         guard state == .online else { return (id, [.rightsFailed(requestID: id, reason: "hub unreachable")]) }
         pendingRights[id] = now
         return (id, [.send(.rightsRequest(requestID: id, member: member, account: account, points: points))])
+    }
+
+    /// Asks the hub to credit a promo code; the answer comes as `promoResolved` or `rightsFailed`.
+    public mutating func requestPromo(member: MemberID, code: String, now: UInt64) -> (
+        requestID: UInt32, actions: [Action]
+    ) {
+        let id = nextRequestID
+        nextRequestID &+= 1
+        guard state == .online else { return (id, [.rightsFailed(requestID: id, reason: "hub unreachable")]) }
+        pendingRights[id] = now
+        return (id, [.send(.promoRequest(requestID: id, member: member, code: code))])
     }
 
     private mutating func startPush() -> [Action] {

@@ -12,6 +12,8 @@ public struct HubSession: Sendable {
         case loadFeed(after: UInt64, limit: Int, excluding: NodeID)
         /// Move up to `points` of the hub's rights to the store, then call `granted`.
         case grant(requestID: UInt32, member: MemberID, account: Account, points: UInt64)
+        /// Credit a promo code to the member, then call `promoResolved`.
+        case activatePromo(requestID: UInt32, member: MemberID, code: String)
         /// Look up the newest rules document if it is newer than `version`, then call `rulesLoaded`.
         case loadRules(newerThan: UInt64)
         /// The store is online (after hello and welcome).
@@ -68,6 +70,8 @@ public struct HubSession: Sendable {
             return [.loadFeed(after: after, limit: Int(min(limit, UInt32(SyncMessage.maxBatch))), excluding: store)]
         case (.ready, .rightsRequest(let requestID, let member, let account, let points)):
             return [.grant(requestID: requestID, member: member, account: account, points: points)]
+        case (.ready, .promoRequest(let requestID, let member, let code)):
+            return [.activatePromo(requestID: requestID, member: member, code: code)]
         case (.ready, .hello(let version, let node, _, _)) where version == syncProtocolVersion && node == store:
             state = .loadingHighWater  // a repeated hello: answer it again
             return [.loadHighWater(origin: store)]
@@ -114,6 +118,13 @@ public struct HubSession: Sendable {
 
     public mutating func feedLoaded(_ entries: [FeedEntry], upTo: UInt64, more: Bool) -> [Action] {
         state == .ready ? [.send(.changes(entries: entries, upTo: upTo, more: more))] : []
+    }
+
+    public mutating func promoResolved(requestID: UInt32, points: UInt64, entry: LogEntry?, refusal: String?)
+        -> [Action]
+    {
+        state == .ready
+            ? [.send(.promoResult(requestID: requestID, points: points, entry: entry, refusal: refusal))] : []
     }
 
     public mutating func granted(requestID: UInt32, granted: UInt64, entry: LogEntry?) -> [Action] {

@@ -128,6 +128,8 @@ public final class LocalCluster: @unchecked Sendable {
     // MARK: Nodes
 
     private var hubData: String { workDirectory.appendingPathComponent("hub").path }
+    /// The hub's data directory, for running `hub` tools against it.
+    public var hubDataPath: String { hubData }
 
     public func startHub() throws {
         let keyPath = workDirectory.appendingPathComponent("hub.key").path

@@ -12,6 +12,8 @@ public enum Walkthrough {
         public let expectedBalance: Int64
         public let balances: [String: Int64]
         public let convergenceMilliseconds: Int
+        /// The hub's clearing report at the end (JSON).
+        public let clearing: JSONValue
     }
 
     public static let card = "4600000000015"
@@ -116,7 +118,24 @@ public enum Walkthrough {
         ]
         say("\n== converged in \(elapsed) ms after reconnecting")
         say("   A: \(balances["A"]!)   B: \(balances["B"]!)   hub: \(balances["hub"]!)   (expected \(expected))")
-        return Outcome(card: card, expectedBalance: expected, balances: balances, convergenceMilliseconds: elapsed)
+
+        say("\n== the hub's clearing report: points earned at one partner and spent at another")
+        let clearing = try JSONValue.parse(
+            Array(
+                try cluster.runTool(
+                    "hub",
+                    ["report", "clearing", "--data", cluster.hubDataPath, "--from", "2000-01-01", "--to", "2100-12-31"]
+                ).utf8))
+        var rows: [JSONValue] = []
+        if case .array(let netted)? = clearing["netted"] { rows = netted }
+        for row in rows {
+            let debtor = row["debtor"]?.stringValue ?? "?"
+            let creditor = row["creditor"]?.stringValue ?? "?"
+            say("   \(debtor) owes \(creditor) \(row["points"]?.intValue ?? 0) points (oldest points are spent first)")
+        }
+        return Outcome(
+            card: card, expectedBalance: expected, balances: balances, convergenceMilliseconds: elapsed,
+            clearing: clearing)
     }
 
     private static func expect(_ condition: Bool, _ what: String, _ got: JSONValue) throws {

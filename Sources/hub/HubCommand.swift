@@ -10,7 +10,7 @@ struct Hub: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hub",
         abstract: "The coalition hub: merges every store's ledger, hands out redemption rights, enrolls stores.",
-        subcommands: [Run.self, Keygen.self, Store.self, Rules.self, Promo.self, Member.self])
+        subcommands: [Run.self, Keygen.self, Store.self, Rules.self, Promo.self, Report.self, Member.self])
 }
 
 struct DataOption: ParsableArguments {
@@ -201,6 +201,40 @@ extension Hub {
                 for code in try HubLedger().createPromoCodes(try options.openLedger(), points: points, count: count) {
                     print(code)
                 }
+            }
+        }
+    }
+
+    struct Report: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Reports for the coalition operator and the partners.", subcommands: [Clearing.self])
+
+        struct Clearing: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Points earned at one partner and spent at another in a period, netted per pair (FIFO).")
+            @OptionGroup var options: DataOption
+            @Option(help: "First day, YYYY-MM-DD (programme time zone).")
+            var from: String
+            @Option(help: "Last day, YYYY-MM-DD, inclusive.")
+            var to: String
+            @Option(help: "json or csv.")
+            var format: String = "json"
+
+            func validate() throws {
+                guard Campaign.day(parsing: from) != nil, Campaign.day(parsing: to) != nil else {
+                    throw ValidationError("--from and --to must be YYYY-MM-DD")
+                }
+                guard format == "json" || format == "csv" else { throw ValidationError("--format must be json or csv") }
+            }
+
+            func run() throws {
+                let db = try options.openLedger()
+                let offset = Int64(try HubLedger().timeZoneOffsetMinutes(db)) * 60_000
+                let start = Campaign.day(parsing: from)! * 86_400_000 - offset
+                let end = (Campaign.day(parsing: to)! + 1) * 86_400_000 - offset - 1
+                guard end >= start else { throw ValidationError("--to is before --from") }
+                let report = try HubLedger().clearing(db, period: UInt64(max(0, start))...UInt64(max(0, end)))
+                print(format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
             }
         }
     }

@@ -43,6 +43,9 @@ private final class Ledger: @unchecked Sendable {
             #expect(outcome.expectedBalance == 142)
             #expect(outcome.balances == ["A": 142, "B": 142, "hub": 142])
             #expect(transcript.contains { $0.contains("redeeming 100 refused") })
+            // FIFO: B's 40 redeemed online and its 20 redeemed offline both came from the oldest
+            // points, the 100 earned at the grocer.
+            #expect(outcome.clearing["balances"]?["fuel"] == 60 && outcome.clearing["balances"]?["grocer"] == -60)
         }
 
         @Test func badPosInputGetsClearErrorsAndTheNodeKeepsServing() throws {

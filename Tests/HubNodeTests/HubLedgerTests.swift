@@ -180,3 +180,21 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(throws: HubError.self) { _ = try HubLedger().createPromoCodes(db, points: 0, count: 1) }
     }
 }
+
+@Suite struct ClearingReportTests {
+    @Test func theHubAttributesPointsSpentAtOneStoreToThePartnerThatGaveThem() throws {
+        let db = try openHub()
+        let ledger = HubLedger()
+        _ = try ledger.enroll(db, name: "A", partner: "grocer", key: SigningKeyPair.generate().publicKey)
+        _ = try ledger.enroll(db, name: "B", partner: "fuel", key: SigningKeyPair.generate().publicKey)
+        _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 1), entry(storeA, 2, earned: 100)])
+        var spend = entry(storeB, 1)
+        spend.effects = [SlotWrite(member: member, account: .main, slot: .spent(storeB), value: 30)]
+        spend.timestamp = HLCTimestamp(rawValue: 10)
+        _ = try ledger.merge(db, from: storeB, entries: [spend])
+        let report = try ledger.clearing(db, period: 0...UInt64.max)
+        #expect(report.gross["grocer"]?["fuel"] == 30)
+        #expect(report.csv.contains("grocer,fuel,30"))
+        #expect(report.json["balances"]?["fuel"] == 30)
+    }
+}

@@ -12,7 +12,30 @@ extension HubLedger {
         for row in try db.query("SELECT entry FROM entries ORDER BY hlc, origin, seq") {
             calculator.add(try LogEntry(decoding: row.blob(0)))
         }
-        return calculator.report
+        return calculator.finished
+    }
+
+    /// Offline exposure per store: redemptions beyond the rights held, under the offline
+    /// policy, and whether the member's balance has since stayed covered.
+    public func exposure(_ db: SQLiteConnection) throws -> [(
+        store: String, redemptions: Int, points: UInt64, members: Int, membersNowInDebt: Int
+    )] {
+        var names: [NodeID: String] = [:]
+        for store in try stores(db) { names[store.id] = store.name }
+        var perStore: [NodeID: (count: Int, points: UInt64, members: Set<MemberID>)] = [:]
+        for row in try db.query("SELECT entry FROM entries WHERE origin != 0") {
+            let entry = try LogEntry(decoding: row.blob(0))
+            guard case .purchase(let purchase) = entry.operation, purchase.uncoveredPoints > 0 else { continue }
+            var current = perStore[entry.origin] ?? (0, 0, [])
+            current.count += 1
+            current.points += purchase.uncoveredPoints
+            current.members.insert(purchase.member)
+            perStore[entry.origin] = current
+        }
+        return try perStore.sorted { $0.key < $1.key }.map { node, value in
+            let inDebt = try value.members.filter { try counter(db, member: $0, account: .main).balance < 0 }.count
+            return (names[node] ?? "\(node)", value.count, value.points, value.members.count, inDebt)
+        }
     }
 
     /// The programme's time-zone offset from the latest rules (0 before any are published).
@@ -32,6 +55,9 @@ extension ClearingReport {
         for (partner, balance) in balances.sorted(by: { $0.key < $1.key }) { lines.append("\(partner),\(balance)") }
         lines.append("")
         lines.append("uncovered,\(uncovered)")
+        lines.append("")
+        lines.append("partner,liability")
+        for (partner, points) in liability.sorted(by: { $0.key < $1.key }) { lines.append("\(partner),\(points)") }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -47,6 +73,7 @@ extension ClearingReport {
                 }),
             "balances": .object(balances.mapValues { .int($0) }),
             "uncovered": .int(Int64(uncovered)),
+            "liability": .object(liability.mapValues { .int(Int64($0)) }),
         ])
     }
 }

@@ -7,6 +7,8 @@ public struct ClearingReport: Sendable, Equatable {
     public var gross: [String: [String: UInt64]] = [:]
     /// Points spent in the period that no earned points covered.
     public var uncovered: UInt64 = 0
+    /// Liability at the end of the replay: points each partner issued that are not yet spent.
+    public var liability: [String: UInt64] = [:]
 
     public init() {}
 
@@ -54,6 +56,16 @@ public struct ClearingCalculator {
     public init(period: ClosedRange<UInt64>, partnerOf: @escaping (NodeID) -> String) {
         self.period = period
         self.partnerOf = partnerOf
+    }
+
+    /// The report, with each partner's outstanding points as its liability.
+    public var finished: ClearingReport {
+        var result = report
+        result.liability = [:]
+        for queue in lots.values {
+            for lot in queue where lot.points > 0 { result.liability[lot.partner, default: 0] += lot.points }
+        }
+        return result
     }
 
     /// Feeds the next entry; entries must come in hybrid-clock order.

@@ -207,11 +207,31 @@ extension Hub {
 
     struct Report: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Reports for the coalition operator and the partners.", subcommands: [Clearing.self])
+            abstract: "Reports for the coalition operator and the partners.",
+            subcommands: [Clearing.self, Exposure.self])
+
+        struct Exposure: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Offline exposure per store: redemptions beyond held rights, and members now in debt.")
+            @OptionGroup var options: DataOption
+
+            func run() throws {
+                for row in try HubLedger().exposure(try options.openLedger()) {
+                    print(
+                        JSONValue.object([
+                            "store": .string(row.store), "redemptions": .int(Int64(row.redemptions)),
+                            "points": .int(Int64(row.points)), "members": .int(Int64(row.members)),
+                            "membersNowInDebt": .int(Int64(row.membersNowInDebt)),
+                        ]).jsonLine)
+                }
+            }
+        }
 
         struct Clearing: ParsableCommand {
             static let configuration = CommandConfiguration(
-                abstract: "Points earned at one partner and spent at another in a period, netted per pair (FIFO).")
+                abstract:
+                    "Points earned at one partner and spent at another in a period, netted per pair (FIFO), and each partner's liability."
+            )
             @OptionGroup var options: DataOption
             @Option(help: "First day, YYYY-MM-DD (programme time zone).")
             var from: String

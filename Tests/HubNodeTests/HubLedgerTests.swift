@@ -198,3 +198,25 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(report.json["balances"]?["fuel"] == 30)
     }
 }
+
+@Suite struct ExposureReportTests {
+    @Test func uncoveredOfflineRedemptionsAreReportedPerStoreWithTheirOutcome() throws {
+        let db = try openHub()
+        let ledger = HubLedger()
+        _ = try ledger.enroll(db, name: "A", partner: "grocer", key: SigningKeyPair.generate().publicKey)
+        _ = try ledger.enroll(db, name: "B", partner: "fuel", key: SigningKeyPair.generate().publicKey)
+        _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 1), entry(storeA, 2, earned: 10)])
+        let uncovered = LogEntry(
+            origin: storeB, sequence: 1, timestamp: HLCTimestamp(rawValue: 9), idempotencyKey: "1/x",
+            operation: .purchase(
+                PurchaseRecord(
+                    member: member, lane: "1", receipt: "x", amountMinor: 10_000, pointsEarned: 0, pointsRedeemed: 30,
+                    uncoveredPoints: 30)),
+            effects: [SlotWrite(member: member, account: .main, slot: .spent(storeB), value: 30)])
+        _ = try ledger.merge(db, from: storeB, entries: [uncovered])
+        let rows = try ledger.exposure(db)
+        #expect(rows.count == 1)
+        #expect(rows.first?.store == "B" && rows.first?.points == 30 && rows.first?.redemptions == 1)
+        #expect(rows.first?.membersNowInDebt == 1, "10 earned, 30 redeemed: the member owes 20")
+    }
+}

@@ -48,7 +48,7 @@ private struct Script {
     func report(from: UInt64 = 0, to: UInt64 = .max) -> ClearingReport {
         var calculator = ClearingCalculator(period: from...to) { partners[$0] ?? "unknown" }
         for entry in entries { calculator.add(entry) }
-        return calculator.report
+        return calculator.finished
     }
 }
 
@@ -67,6 +67,7 @@ private struct Script {
         #expect(report.balances.values.reduce(0, +) == 0, "totals balance")
         #expect(
             report.balances["pharmacy"] == 120 && report.balances["fuel"] == -50 && report.balances["grocer"] == -70)
+        #expect(report.liability.isEmpty, "every point issued was spent")
     }
 
     @Test func opposingDebtsAreNetted() {
@@ -88,6 +89,7 @@ private struct Script {
         let report = script.report(from: 3_500)
         #expect(report.gross["grocer"]?["fuel"] == nil)
         #expect(report.gross["grocer"]?["pharmacy"] == 40)
+        #expect(report.liability == ["grocer": 20], "20 of the grocer's points are still outstanding")
     }
 
     @Test func aReversedAccrualIsNotADebtAndUncoveredSpendingIsReportedApart() {

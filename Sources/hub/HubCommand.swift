@@ -208,7 +208,86 @@ extension Hub {
     struct Report: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Reports for the coalition operator and the partners.",
-            subcommands: [Clearing.self, Exposure.self])
+            subcommands: [Clearing.self, Exposure.self, RFM.self, Partners.self])
+
+        struct RFM: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "rfm",
+                abstract: "Members per RFM segment (Core, Loyal, Whales, Newcomers, Sleepers, Lost) as of a day.",
+                discussion:
+                    "Defaults: Newcomer for 30 days after joining; Lost after 180 days without a purchase, Sleeper after 60; recent members are Core with 4+ purchases and 20,000.00+ in 90 days, Whales with that spend in fewer purchases, Loyal otherwise."
+            )
+            @OptionGroup var options: DataOption
+            @Option(name: .customLong("as-of"), help: "The day, YYYY-MM-DD.")
+            var asOf: String
+            @Option(help: "Days a new member counts as a Newcomer.") var newcomerDays: Int64 = 30
+            @Option(help: "Days without a purchase after which a member is a Sleeper.") var sleeperDays: Int64 = 60
+            @Option(help: "Days without a purchase after which a member is Lost.") var lostDays: Int64 = 180
+            @Option(help: "Purchases in the window that make a member frequent.") var frequentPurchases: Int = 4
+            @Option(help: "Spend in the window (minor units) that counts as large.") var largeSpend: UInt64 = 2_000_000
+            @Option(help: "json or csv.") var format: String = "json"
+
+            func run() throws {
+                guard let today = Campaign.day(parsing: asOf) else {
+                    throw ValidationError("--as-of must be YYYY-MM-DD")
+                }
+                var thresholds = RFMThresholds()
+                thresholds.newcomerDays = newcomerDays
+                thresholds.sleeperDays = sleeperDays
+                thresholds.lostDays = lostDays
+                thresholds.frequentPurchases = frequentPurchases
+                thresholds.largeSpendMinor = largeSpend
+                let counts = try HubLedger().rfm(try options.openLedger(), today: today, thresholds: thresholds)
+                let total = max(1, counts.values.reduce(0, +))
+                if format == "csv" {
+                    print("segment,members,share_per_mille")
+                    for segment in Segment.allCases {
+                        print("\(segment.rawValue),\(counts[segment] ?? 0),\((counts[segment] ?? 0) * 1000 / total)")
+                    }
+                } else {
+                    let fields = Segment.allCases.map { ($0.rawValue, JSONValue.int(Int64(counts[$0] ?? 0))) }
+                    print(JSONValue.object(Dictionary(uniqueKeysWithValues: fields)).jsonLine)
+                }
+            }
+        }
+
+        struct Partners: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Per partner: participants, purchases, frequency, average check and retention for a period.")
+            @OptionGroup var options: DataOption
+            @Option(help: "First day, YYYY-MM-DD.") var from: String
+            @Option(help: "Last day, YYYY-MM-DD, inclusive.") var to: String
+            @Option(help: "json or csv.") var format: String = "json"
+
+            func run() throws {
+                guard let first = Campaign.day(parsing: from), let last = Campaign.day(parsing: to), last >= first
+                else {
+                    throw ValidationError("--from and --to must be YYYY-MM-DD, --to not before --from")
+                }
+                let rows = try HubLedger().partnerFigures(try options.openLedger(), first: first, last: last)
+                if format == "csv" {
+                    print("partner,participants,purchases,frequency_per_mille,average_check,retention_per_mille")
+                }
+                for row in rows {
+                    if format == "csv" {
+                        print(
+                            [
+                                row.partner, "\(row.participants)", "\(row.purchases)", "\(row.frequencyPerMille)",
+                                "\(row.averageCheckMinor)", "\(row.retentionPerMille)",
+                            ].joined(separator: ","))
+                    } else {
+                        print(
+                            JSONValue.object([
+                                "partner": .string(row.partner), "participants": .int(Int64(row.participants)),
+                                "purchases": .int(Int64(row.purchases)),
+                                "frequencyPerMille": .int(Int64(row.frequencyPerMille)),
+                                "averageCheck": .int(Int64(row.averageCheckMinor)),
+                                "retentionPerMille": .int(Int64(row.retentionPerMille)),
+                            ]).jsonLine)
+                    }
+                }
+            }
+        }
 
         struct Exposure: ParsableCommand {
             static let configuration = CommandConfiguration(

@@ -220,3 +220,57 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(rows.first?.membersNowInDebt == 1, "10 earned, 30 redeemed: the member owes 20")
     }
 }
+
+@Suite struct AnalyticsTests {
+    static let today: Int64 = 20_000
+
+    static let cases: [(joined: Int64, purchases: [Int64], spend: UInt64, segment: Segment)] = [
+        (today - 10, [today - 1], 100_000, .newcomers),
+        (today - 400, [], 0, .lost),
+        (today - 400, [today - 200], 5_000_000, .lost),
+        (today - 400, [today - 100], 0, .sleepers),
+        (today - 400, [today - 1, today - 10, today - 20, today - 30], 2_500_000, .core),
+        (today - 400, [today - 1, today - 10, today - 20, today - 30], 300_000, .loyal),
+        (today - 400, [today - 5], 3_000_000, .whales),
+        (today - 400, [today - 5], 10_000, .loyal),
+    ]
+
+    @Test(arguments: cases)
+    func membersFallInTheDocumentedSegments(
+        joined: Int64, purchases: [Int64], spend: UInt64, segment: Segment
+    ) {
+        #expect(
+            RFMThresholds().segment(joinedDay: joined, purchaseDays: purchases, windowSpend: spend, today: Self.today)
+                == segment)
+    }
+
+    @Test func partnerFiguresCountParticipantsPurchasesChecksAndRetention() throws {
+        let db = try openHub()
+        let ledger = HubLedger()
+        _ = try ledger.enroll(db, name: "A", partner: "grocer", key: SigningKeyPair.generate().publicKey)
+        let day: UInt64 = 86_400_000
+        func purchase(_ sequence: UInt64, member: MemberID, at days: UInt64, amount: UInt64) -> LogEntry {
+            LogEntry(
+                origin: storeA, sequence: sequence, timestamp: HLCTimestamp(milliseconds: days * day + 1, logical: 0),
+                idempotencyKey: "1/\(sequence)",
+                operation: .purchase(
+                    PurchaseRecord(
+                        member: member, lane: "1", receipt: "\(sequence)", amountMinor: amount, pointsEarned: 0,
+                        pointsRedeemed: 0)), effects: [])
+        }
+        let other = MemberID(origin: storeA, serial: 2)
+        _ = try ledger.merge(
+            db, from: storeA,
+            entries: [
+                purchase(1, member: member, at: 100, amount: 1_000),  // previous period
+                purchase(2, member: other, at: 101, amount: 1_000),  // previous period
+                purchase(3, member: member, at: 110, amount: 3_000),
+                purchase(4, member: member, at: 111, amount: 5_000),
+            ])
+        let figures = try ledger.partnerFigures(db, first: 110, last: 119)
+        #expect(figures.count == 1)
+        let grocer = try #require(figures.first)
+        #expect(grocer.participants == 1 && grocer.purchases == 2 && grocer.averageCheckMinor == 4_000)
+        #expect(grocer.frequencyPerMille == 2_000 && grocer.retentionPerMille == 500)
+    }
+}

@@ -88,3 +88,35 @@ import Testing
         #expect(throws: ScanCode.Failure.card(.notThirteenDigits("12"))) { try ScanCode.card(fromScan: "LOYALTY:12") }
     }
 }
+
+/// The brief's worked examples, table-driven: (rules, check, points redeemed) → (paid, earned).
+@Suite struct WorkedExampleTests {
+    static let onePointPerHundredRoubles = PartnerRules(
+        accrualBasisPoints: 100, minorUnitsPerPoint: 100, maxRedeemBasisPoints: 3000)
+
+    static let cases: [(name: String, amount: UInt64, redeem: UInt64, paid: UInt64, earned: UInt64)] = [
+        ("1 point per 100 roubles: 1,000.00 earns 10", 100_000, 0, 100_000, 10),
+        ("99.99 earns nothing (rounding down)", 9_999, 0, 9_999, 0),
+        ("100 points buy 10 % off a 1,000.00 check", 100_000, 100, 90_000, 9),
+        ("300 points, the 30 % cap of 1,000.00", 100_000, 300, 70_000, 7),
+    ]
+
+    @Test(arguments: cases)
+    func checkoutFollowsTheProgrammesExamples(
+        name: String, amount: UInt64, redeem: UInt64, paid: UInt64, earned: UInt64
+    ) {
+        let rules = Self.onePointPerHundredRoubles
+        #expect(redeem <= rules.maxRedeemablePoints(amountMinor: amount), "\(name)")
+        #expect(rules.paidMinor(amountMinor: amount, redeemedPoints: redeem) == paid, "\(name)")
+        #expect(rules.pointsEarned(paidMinor: paid) == earned, "\(name)")
+    }
+
+    @Test func vipAboveTenThousandRoublesAMonthEarnsWithTheMultiplier() {
+        let rules = RulesDocument(
+            version: 1, issuedAtMilliseconds: 0, phoneKey: [UInt8](repeating: 0, count: 32),
+            defaultPartner: Self.onePointPerHundredRoubles, vipThresholdMinor: 1_000_000, vipMultiplierPercent: 150)
+        #expect(rules.isVIP(lastMonthSpend: 1_000_000) && !rules.isVIP(lastMonthSpend: 999_999))
+        #expect(rules.pointsEarned(partner: nil, paidMinor: 100_000, at: 0, vip: true) == 15)
+        #expect(rules.pointsEarned(partner: nil, paidMinor: 100_000, at: 0, vip: false) == 10)
+    }
+}

@@ -181,6 +181,38 @@ print(
         format: "  channel cost: %+.1f %% on medians, %+.1f %% on best runs (target: at most 10 %% slower); suite %@",
         slower, bestSlower, "\(CipherSuite.supported.first!)"))
 
+// Raw AEAD over the same frames: the floor of what the channel adds on each side.
+do {
+    let hubKey = SigningKeyPair.generate()
+    let storeKey = SigningKeyPair.generate()
+    let guardian = HandshakeGuard()
+    let (store, hello) = SecureChannel.initiator(identity: storeKey, pinnedPeer: hubKey.publicKey, now: 1)
+    let hub = SecureChannel.responder(identity: hubKey, guardian: guardian)
+    var toStore = hub.receive(hello).compactMap { if case .send(let bytes) = $0 { bytes } else { nil } }
+    let toHub = toStore.flatMap { store.receive($0) }.compactMap {
+        if case .send(let bytes) = $0 { bytes } else { nil }
+    }
+    for bytes in toHub {
+        for event in hub.receive(bytes) { if case .verifyPeer = event { _ = hub.peerVerified(allowed: true) } }
+    }
+    toStore.removeAll()
+    var sealed: [[UInt8]] = []
+    let rounds = 5
+    let sealStart = now()
+    for _ in 0..<rounds { sealed += batches.map { store.seal($0)! } }
+    let sealSeconds = (now() - sealStart) / Double(rounds)
+    let openStart = now()
+    var opened = 0
+    for record in sealed { opened += hub.receive(record).count }
+    let openSeconds = (now() - openStart) / Double(rounds)
+    precondition(opened == batches.count * rounds, "every frame opens")
+    print(
+        String(
+            format: "raw frame sealing %.2f GB/s, opening %.2f GB/s (%@): %.1f ms and %.1f ms for this transfer",
+            Double(payloadBytes) / sealSeconds / 1e9, Double(payloadBytes) / openSeconds / 1e9,
+            "\(store.suite.map { "\($0)" } ?? "?")", sealSeconds * 1000, openSeconds * 1000))
+}
+
 // Handshakes: a full handshake in one thread, and the responder's share of the CPU.
 let hubKey = SigningKeyPair.generate()
 let storeKey = SigningKeyPair.generate()

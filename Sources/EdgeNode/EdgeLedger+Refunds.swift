@@ -23,6 +23,7 @@ public struct RefundReceipt: Sendable, Equatable {
     public var amountMinor: UInt64
     public var pointsReversed: UInt64
     public var pointsReturned: UInt64
+    public var promoReturned: UInt64 = 0
     public var balance: Int64
     public var refundableLeft: UInt64
     public var replayed: Bool
@@ -32,6 +33,7 @@ public struct RefundReceipt: Sendable, Equatable {
             "member": .string(member.description), "sequence": .int(Int64(sequence)),
             "amount": .int(Int64(amountMinor)),
             "pointsReversed": .int(Int64(pointsReversed)), "pointsReturned": .int(Int64(pointsReturned)),
+            "promoReturned": .int(Int64(promoReturned)),
             "balance": .int(balance), "memberDebt": .int(balance < 0 ? -balance : 0),
             "refundableLeft": .int(Int64(refundableLeft)), "replayed": .bool(replayed),
         ])
@@ -104,30 +106,34 @@ extension EdgeLedger {
     }
 
     func refundTotals(_ db: SQLiteConnection, store: NodeID, key: String) throws -> (
-        refunded: UInt64, reversed: UInt64, returned: UInt64
+        refunded: UInt64, reversed: UInt64, returned: UInt64, returnedPromo: UInt64
     ) {
         guard
             let row = try db.query(
-                "SELECT refunded_minor, reversed, returned FROM refund_totals WHERE original_store = ? AND original_key = ?",
+                """
+                SELECT refunded_minor, reversed, returned, returned_promo FROM refund_totals
+                WHERE original_store = ? AND original_key = ?
+                """,
                 [.int(Int(store.rawValue)), .text(key)]
             ).first
-        else { return (0, 0, 0) }
-        return (row.uint(0), row.uint(1), row.uint(2))
+        else { return (0, 0, 0, 0) }
+        return (row.uint(0), row.uint(1), row.uint(2), row.uint(3))
     }
 
     /// Adds a refund (ours or another store's) to the totals of its purchase.
     func recordRefund(_ db: SQLiteConnection, _ refund: RefundRecord) throws {
         try db.run(
             """
-            INSERT INTO refund_totals(original_store, original_key, refunded_minor, reversed, returned)
-            VALUES(?, ?, ?, ?, ?)
+            INSERT INTO refund_totals(original_store, original_key, refunded_minor, reversed, returned, returned_promo)
+            VALUES(?, ?, ?, ?, ?, ?)
             ON CONFLICT(original_store, original_key) DO UPDATE SET
                 refunded_minor = refunded_minor + excluded.refunded_minor,
-                reversed = reversed + excluded.reversed, returned = returned + excluded.returned
+                reversed = reversed + excluded.reversed, returned = returned + excluded.returned,
+                returned_promo = returned_promo + excluded.returned_promo
             """,
             [
                 .int(Int(refund.originalStore.rawValue)), .text(refund.originalKey), .uint(refund.amountMinor),
-                .uint(refund.pointsReversed), .uint(refund.pointsReturned),
+                .uint(refund.pointsReversed), .uint(refund.pointsReturned), .uint(refund.promoReturned),
             ])
     }
 
@@ -147,7 +153,9 @@ extension EdgeLedger {
             let totals = try refundTotals(db, store: store, key: request.originalKey)
             return RefundReceipt(
                 member: done.member, sequence: entry.sequence, amountMinor: done.amountMinor,
-                pointsReversed: done.pointsReversed, pointsReturned: done.pointsReturned, balance: counter.balance,
+                pointsReversed: done.pointsReversed, pointsReturned: done.pointsReturned,
+                promoReturned: done.promoReturned,
+                balance: counter.balance,
                 refundableLeft: (purchase?.amountMinor ?? totals.refunded) - totals.refunded, replayed: true)
         }
         guard let (purchase, boughtAt) = try originalPurchaseEntry(db, store: store, key: request.originalKey) else {
@@ -162,6 +170,7 @@ extension EdgeLedger {
         let refunded = totals.refunded + amount
         let reversed = mulDiv(purchase.pointsEarned, refunded, purchase.amountMinor) - totals.reversed
         let returned = mulDiv(purchase.pointsRedeemed, refunded, purchase.amountMinor) - totals.returned
+        let returnedPromo = mulDiv(purchase.promoRedeemed, refunded, purchase.amountMinor) - totals.returnedPromo
         var counter = try counter(db, member: purchase.member, account: .main)
         var effects: [SlotWrite] = []
         if reversed > 0 {
@@ -172,18 +181,25 @@ extension EdgeLedger {
             let (slot, value) = try counter.earn(at: node, returned)
             effects.append(SlotWrite(member: purchase.member, account: .main, slot: slot, value: value))
         }
+        if returnedPromo > 0 {
+            var promo = try self.counter(db, member: purchase.member, account: .promo)
+            let (slot, value) = try promo.earn(at: node, returnedPromo)
+            effects.append(SlotWrite(member: purchase.member, account: .promo, slot: slot, value: value))
+        }
         // The refund lowers the spend of the month the purchase counted in.
         let (spendSlot, spendValue) = try counter.addRefundedSpend(
             at: node, month: active.month(of: boughtAt), amount)
         effects.append(SlotWrite(member: purchase.member, account: .main, slot: spendSlot, value: spendValue))
         let record = RefundRecord(
             member: purchase.member, lane: request.lane, receipt: request.receipt, originalStore: store,
-            originalKey: request.originalKey, amountMinor: amount, pointsReversed: reversed, pointsReturned: returned)
+            originalKey: request.originalKey, amountMinor: amount, pointsReversed: reversed, pointsReturned: returned,
+            promoReturned: returnedPromo)
         let entry = try append(
             db, key: request.idempotencyKey, member: purchase.member, operation: .refund(record), effects: effects)
         try recordRefund(db, record)
         return RefundReceipt(
             member: purchase.member, sequence: entry.sequence, amountMinor: amount, pointsReversed: reversed,
-            pointsReturned: returned, balance: counter.balance, refundableLeft: remaining - amount, replayed: false)
+            pointsReturned: returned, promoReturned: returnedPromo, balance: counter.balance,
+            refundableLeft: remaining - amount, replayed: false)
     }
 }

@@ -28,6 +28,8 @@ public struct PurchaseRequest: Sendable, Equatable {
     public var redeemPoints: UInt64
     public var lane: String
     public var receipt: String
+    /// Points paid from the promo account, besides `redeemPoints` from the main account.
+    public var redeemPromoPoints: UInt64 = 0
 
     var idempotencyKey: String { "\(lane)/\(receipt)" }
 }
@@ -40,6 +42,7 @@ public struct PurchaseReceipt: Sendable, Equatable {
     public var paidMinor: UInt64
     public var pointsEarned: UInt64
     public var pointsRedeemed: UInt64
+    public var promoRedeemed: UInt64 = 0
     public var balance: Int64
     public var replayed: Bool
 
@@ -48,7 +51,7 @@ public struct PurchaseReceipt: Sendable, Equatable {
             "member": .string(member.description), "sequence": .int(Int64(sequence)),
             "amount": .int(Int64(amountMinor)), "paid": .int(Int64(paidMinor)),
             "pointsEarned": .int(Int64(pointsEarned)), "pointsRedeemed": .int(Int64(pointsRedeemed)),
-            "balance": .int(balance), "replayed": .bool(replayed),
+            "promoRedeemed": .int(Int64(promoRedeemed)), "balance": .int(balance), "replayed": .bool(replayed),
         ])
     }
 }
@@ -57,7 +60,7 @@ public struct PurchaseReceipt: Sendable, Equatable {
 public enum PurchaseOutcome: Sendable, Equatable {
     case completed(PurchaseReceipt)
     /// The redemption needs `shortfall` more rights than this store holds.
-    case needsRights(member: MemberID, shortfall: UInt64, redeemable: UInt64)
+    case needsRights(member: MemberID, account: Account = .main, shortfall: UInt64, redeemable: UInt64)
 }
 
 /// Counts for `node.status`.
@@ -296,12 +299,29 @@ public struct EdgeLedger: Sendable {
             throw PosError.invalidAmount("amount must be between 1 and \(Self.maxAmountMinor) minor units")
         }
         let limit = rules.maxRedeemablePoints(amountMinor: request.amountMinor)
-        guard request.redeemPoints <= limit else {
-            throw PosError.redeemAboveLimit(requested: request.redeemPoints, limit: limit)
+        let (totalRedeemed, tooMany) = request.redeemPoints.addingReportingOverflow(request.redeemPromoPoints)
+        guard !tooMany, totalRedeemed <= limit else {
+            throw PosError.redeemAboveLimit(requested: tooMany ? .max : totalRedeemed, limit: limit)
         }
         let member = try memberID(db, card: request.card)
         var counter = try counter(db, member: member.id, account: .main)
         var effects: [SlotWrite] = []
+        if request.redeemPromoPoints > 0 {
+            // Promo points are credited by the hub, which holds their rights until it grants
+            // them: online the hub is asked; offline only rights already held here count.
+            var promo = try self.counter(db, member: member.id, account: .promo)
+            let held = promo.redeemable(at: node)
+            if request.redeemPromoPoints > held {
+                if connectivity.online {
+                    return .needsRights(
+                        member: member.id, account: .promo, shortfall: request.redeemPromoPoints - held,
+                        redeemable: held)
+                }
+                throw PosError.insufficientPoints(requested: request.redeemPromoPoints, redeemable: held, online: false)
+            }
+            let (slot, value) = try promo.redeem(at: node, request.redeemPromoPoints)
+            effects.append(SlotWrite(member: member.id, account: .promo, slot: slot, value: value))
+        }
         var uncovered: UInt64 = 0
         if request.redeemPoints > 0 {
             let (held, allowance) = try redeemableNow(db, counter, member: member.id, connectivity)
@@ -321,7 +341,7 @@ public struct EdgeLedger: Sendable {
             let (slot, value) = try counter.redeem(at: node, request.redeemPoints, allowance: uncovered + deficit)
             effects.append(SlotWrite(member: member.id, account: .main, slot: slot, value: value))
         }
-        let paid = rules.paidMinor(amountMinor: request.amountMinor, redeemedPoints: request.redeemPoints)
+        let paid = rules.paidMinor(amountMinor: request.amountMinor, redeemedPoints: totalRedeemed)
         let at = now()
         let earned = active.pointsEarned(paidMinor: paid, at: at, vip: isVIP(counter, at: at))
         if earned > 0 {
@@ -334,7 +354,8 @@ public struct EdgeLedger: Sendable {
         effects.append(SlotWrite(member: member.id, account: .main, slot: spendSlot, value: spendValue))
         let record = PurchaseRecord(
             member: member.id, lane: request.lane, receipt: request.receipt, amountMinor: request.amountMinor,
-            pointsEarned: earned, pointsRedeemed: request.redeemPoints, uncoveredPoints: uncovered)
+            pointsEarned: earned, pointsRedeemed: request.redeemPoints, uncoveredPoints: uncovered,
+            promoRedeemed: request.redeemPromoPoints)
         let entry = try append(db, key: key, member: member.id, operation: .purchase(record), effects: effects)
         if uncovered > 0 {
             try db.run(
@@ -347,14 +368,15 @@ public struct EdgeLedger: Sendable {
         return .completed(
             PurchaseReceipt(
                 member: member.id, sequence: entry.sequence, amountMinor: request.amountMinor, paidMinor: paid,
-                pointsEarned: earned, pointsRedeemed: request.redeemPoints, balance: counter.balance, replayed: false))
+                pointsEarned: earned, pointsRedeemed: request.redeemPoints, promoRedeemed: request.redeemPromoPoints,
+                balance: counter.balance, replayed: false))
     }
 
     /// A retried purchase: the original answer, with today's balance; a different purchase
     /// under the same receipt id is refused.
     private func replay(_ db: SQLiteConnection, entry: LogEntry, request: PurchaseRequest) throws -> PurchaseReceipt {
         guard case .purchase(let original) = entry.operation, original.amountMinor == request.amountMinor,
-            original.pointsRedeemed == request.redeemPoints,
+            original.pointsRedeemed == request.redeemPoints, original.promoRedeemed == request.redeemPromoPoints,
             let card = try db.query("SELECT card FROM members WHERE id = ?", [.uint(original.member.rawValue)]).first?
                 .text(0),
             card == request.card
@@ -362,9 +384,10 @@ public struct EdgeLedger: Sendable {
         let counter = try counter(db, member: original.member, account: .main)
         return PurchaseReceipt(
             member: original.member, sequence: entry.sequence, amountMinor: original.amountMinor,
-            paidMinor: rules.paidMinor(amountMinor: original.amountMinor, redeemedPoints: original.pointsRedeemed),
-            pointsEarned: original.pointsEarned, pointsRedeemed: original.pointsRedeemed, balance: counter.balance,
-            replayed: true)
+            paidMinor: rules.paidMinor(
+                amountMinor: original.amountMinor, redeemedPoints: original.pointsRedeemed + original.promoRedeemed),
+            pointsEarned: original.pointsEarned, pointsRedeemed: original.pointsRedeemed,
+            promoRedeemed: original.promoRedeemed, balance: counter.balance, replayed: true)
     }
 
     // MARK: Sync

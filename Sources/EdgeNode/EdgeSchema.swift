@@ -74,5 +74,11 @@ enum EdgeSchema {
                 -- Signed rules documents from the hub; the newest is in force.
                 CREATE TABLE rules (version INTEGER PRIMARY KEY, document BLOB NOT NULL);
                 """),
+        .init(
+            version: 4,
+            sql: """
+                -- Promo-account points given back by refunds (purchases can spend both accounts).
+                ALTER TABLE refund_totals ADD COLUMN returned_promo INTEGER NOT NULL DEFAULT 0;
+                """),
     ])
 }

@@ -156,7 +156,7 @@ final class PosService {
                 let card = try Params.string(params, "card")
                 run(done) { [ledger] db in try ledger.identify(db, card: card, phone: nil).json }
             case "checkout.purchase":
-                purchase(try Params.purchase(params), grant: [], askHub: true, done)
+                purchase(try Params.purchase(params), grant: [], hubRounds: 2, done)
             case "checkout.quote":
                 let card = try Params.string(params, "card")
                 let amount = try Params.amount(params, "amount")
@@ -207,7 +207,11 @@ final class PosService {
         }
     }
 
-    private func purchase(_ request: PurchaseRequest, grant: [SlotWrite], askHub: Bool, _ done: @escaping Completion) {
+    /// Runs a purchase; when it needs rights held elsewhere and the hub is reachable, asks
+    /// the hub (at most `hubRounds` times: once per account) and retries with the grants.
+    private func purchase(
+        _ request: PurchaseRequest, grant: [SlotWrite], hubRounds: Int, _ done: @escaping Completion
+    ) {
         let ledger = self.ledger
         let connectivity = uplink.connectivity
         writer.submit({ db in try ledger.purchase(db, request, grant: grant, connectivity: connectivity) }) {
@@ -216,23 +220,20 @@ final class PosService {
             case .success(.completed(let receipt)):
                 uplink.kick()
                 done(.success(receipt.json))
-            case .success(.needsRights(let member, let shortfall, let redeemable)):
-                guard askHub, uplink.online else {
+            case .success(.needsRights(let member, let account, let shortfall, let redeemable)):
+                let requested = account == .promo ? request.redeemPromoPoints : request.redeemPoints
+                guard hubRounds > 0, uplink.online else {
                     done(
                         .failure(
-                            .insufficientPoints(
-                                requested: request.redeemPoints, redeemable: redeemable, online: uplink.online)))
+                            .insufficientPoints(requested: requested, redeemable: redeemable, online: uplink.online)))
                     return
                 }
-                uplink.requestRights(member: member, account: .main, points: shortfall) { [self] grant in
-                    switch grant {
+                uplink.requestRights(member: member, account: account, points: shortfall) { [self] granted in
+                    switch granted {
                     case .success(let writes):
-                        purchase(request, grant: writes, askHub: false, done)
+                        purchase(request, grant: grant + writes, hubRounds: hubRounds - 1, done)
                     case .failure:
-                        done(
-                            .failure(
-                                .insufficientPoints(
-                                    requested: request.redeemPoints, redeemable: redeemable, online: false)))
+                        done(.failure(.insufficientPoints(requested: requested, redeemable: redeemable, online: false)))
                     }
                 }
             case .failure(let error as PosError):
@@ -370,6 +371,6 @@ enum Params {
         PurchaseRequest(
             card: try string(params, "card"), amountMinor: try amount(params, "amount"),
             redeemPoints: try amount(params, "redeem", default: 0), lane: try string(params, "lane"),
-            receipt: try string(params, "receipt"))
+            receipt: try string(params, "receipt"), redeemPromoPoints: try amount(params, "redeemPromo", default: 0))
     }
 }

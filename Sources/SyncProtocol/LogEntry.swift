@@ -28,11 +28,14 @@ public struct PurchaseRecord: Sendable, Equatable {
     public var pointsRedeemed: UInt64
     /// Redeemed points not covered by rights held here: offline exposure under the operator's policy.
     public var uncoveredPoints: UInt64
+    /// Points paid from the member's promo account (those in `pointsRedeemed` come from main).
+    public var promoRedeemed: UInt64
 
     public init(
         member: MemberID, lane: String, receipt: String, amountMinor: UInt64, pointsEarned: UInt64,
-        pointsRedeemed: UInt64, uncoveredPoints: UInt64 = 0
+        pointsRedeemed: UInt64, uncoveredPoints: UInt64 = 0, promoRedeemed: UInt64 = 0
     ) {
+        self.promoRedeemed = promoRedeemed
         self.member = member
         self.lane = lane
         self.receipt = receipt
@@ -59,11 +62,14 @@ public struct RefundRecord: Sendable, Equatable {
     /// Earned points taken back, and redeemed points given back, by this refund.
     public var pointsReversed: UInt64
     public var pointsReturned: UInt64
+    /// Promo-account points given back by this refund.
+    public var promoReturned: UInt64
 
     public init(
         member: MemberID, lane: String, receipt: String, originalStore: NodeID, originalKey: String,
-        amountMinor: UInt64, pointsReversed: UInt64, pointsReturned: UInt64
+        amountMinor: UInt64, pointsReversed: UInt64, pointsReturned: UInt64, promoReturned: UInt64 = 0
     ) {
+        self.promoReturned = promoReturned
         self.member = member
         self.lane = lane
         self.receipt = receipt
@@ -181,6 +187,7 @@ extension LogEntry {
             writer.write(purchase.pointsEarned)
             writer.write(purchase.pointsRedeemed)
             writer.write(purchase.uncoveredPoints)
+            writer.write(purchase.promoRedeemed)
         case .promoCredit(let member, let code, let points):
             writer.write(UInt8(5))
             writer.write(member.rawValue)
@@ -196,6 +203,7 @@ extension LogEntry {
             writer.write(refund.amountMinor)
             writer.write(refund.pointsReversed)
             writer.write(refund.pointsReturned)
+            writer.write(refund.promoReturned)
         case .rightsMove(let member, let account, let to, let points):
             writer.write(UInt8(3))
             writer.write(member.rawValue)
@@ -240,7 +248,7 @@ extension LogEntry {
                 PurchaseRecord(
                     member: member, lane: lane, receipt: receipt, amountMinor: try reader.readUInt64(),
                     pointsEarned: try reader.readUInt64(), pointsRedeemed: try reader.readUInt64(),
-                    uncoveredPoints: try reader.readUInt64()))
+                    uncoveredPoints: try reader.readUInt64(), promoRedeemed: try reader.readUInt64()))
         case 4:
             let member = MemberID(rawValue: try reader.readUInt64())
             let lane = try reader.readString(field: "lane", limit: maxTextBytes)
@@ -251,7 +259,8 @@ extension LogEntry {
                 RefundRecord(
                     member: member, lane: lane, receipt: receipt, originalStore: originalStore,
                     originalKey: originalKey, amountMinor: try reader.readUInt64(),
-                    pointsReversed: try reader.readUInt64(), pointsReturned: try reader.readUInt64()))
+                    pointsReversed: try reader.readUInt64(), pointsReturned: try reader.readUInt64(),
+                    promoReturned: try reader.readUInt64()))
         case 5:
             let member = MemberID(rawValue: try reader.readUInt64())
             let code = try reader.readString(field: "promo code", limit: maxTextBytes)

@@ -207,7 +207,7 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
 @Suite struct SchemaUpgradeTests {
     /// A replica at every earlier schema version upgrades in place, keeps its data, and the
     /// new features work on the old data.
-    @Test(arguments: [Int64(1), Int64(2)])
+    @Test(arguments: [Int64(1), Int64(2), Int64(3)])
     func anOlderReplicaUpgradesAndKeepsItsData(from version: Int64) throws {
         let (storeA, dbA) = try openLedger(node: 1)
         _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)
@@ -423,5 +423,35 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(try ledger.identify(db, card: card, phone: nil).monthSpend == 900_000)
         ledger.now = { Self.moscow(dayOffset: 1, hour: 12) }
         #expect(try ledger.identify(db, card: card, phone: nil).vip == false, "9,000.00 net is below the threshold")
+    }
+}
+
+@Suite struct PromoRedemptionTests {
+    @Test func promoPointsPayPartOfACheckWithRightsFromTheHubAndComeBackOnRefund() throws {
+        let (ledger, db) = try openLedger(node: 1)
+        let member = try ledger.register(db, card: card, phone: nil, referrer: nil).id
+        _ = try ledger.purchase(db, buy(200_000, "p0"))  // 100 main points
+        // The hub credited 500 promo points (its own earned slot): this store holds none of them.
+        let credit = [SlotWrite(member: member, account: .promo, slot: .earned(.hub), value: 500)]
+        try CounterSlots.apply(db, credit)
+        var request = buy(100_000, redeem: 100, "p1")
+        request.redeemPromoPoints = 200
+        #expect(
+            try ledger.purchase(db, request, connectivity: .online(now: 0))
+                == .needsRights(member: member, account: .promo, shortfall: 200, redeemable: 0))
+        #expect(throws: PosError.redeemAboveLimit(requested: 400, limit: 300)) {
+            var tooMuch = buy(100_000, redeem: 200, "p2")
+            tooMuch.redeemPromoPoints = 200
+            _ = try ledger.purchase(db, tooMuch)
+        }
+        let grant = [SlotWrite(member: member, account: .promo, slot: .moved(.hub, NodeID(1)), value: 200)]
+        let done = try receipt(try ledger.purchase(db, request, grant: grant))
+        #expect(done.pointsRedeemed == 100 && done.promoRedeemed == 200 && done.paidMinor == 70_000)
+        #expect(try ledger.identify(db, card: card, phone: nil).promoBalance == 300)
+        let back = try ledger.refund(db, refund("r", of: "p1"))
+        #expect(back.promoReturned == 200 && back.pointsReturned == 100)
+        #expect(try ledger.identify(db, card: card, phone: nil).promoBalance == 500)
+        #expect(
+            try receipt(try ledger.purchase(db, request, grant: grant)).replayed, "a retry is answered from the log")
     }
 }

@@ -369,6 +369,12 @@ private final class Ledger: @unchecked Sendable {
                 }
                 let credited = try a.call("promo.activate", ["card": "4600000000015", "code": .string(code)])
                 #expect(credited["pointsCredited"] == 500 && credited["promoBalance"] == 500)
+                // Promo points pay at checkout: the store gets their rights from the hub.
+                let paid = try a.call(
+                    "checkout.purchase",
+                    ["card": "4600000000015", "amount": 100_000, "redeemPromo": 250, "lane": "1", "receipt": "pr1"])
+                #expect(paid["promoRedeemed"] == 250 && paid["paid"] == 75_000)
+                #expect(try a.call("account.balance", ["card": "4600000000015"])["promoBalance"] == 250)
                 let again = try #require(throws: PosError.self) {
                     _ = try b.call("promo.activate", ["card": "4600000000015", "code": .string(code)])
                 }

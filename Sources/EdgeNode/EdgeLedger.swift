@@ -8,6 +8,8 @@ public struct MemberView: Sendable, Equatable {
     public var balance: Int64
     public var promoBalance: Int64
     public var redeemable: UInt64
+    /// Points earned here still inside the return window (counted in the balance, not redeemable).
+    public var pending: UInt64 = 0
     /// The member's tier this month, and their net spend so far this month (minor units).
     public var vip: Bool = false
     public var monthSpend: UInt64 = 0
@@ -17,6 +19,7 @@ public struct MemberView: Sendable, Equatable {
             "member": .string(id.description), "card": .string(card), "balance": .int(balance),
             "promoBalance": .int(promoBalance), "redeemable": .int(Int64(redeemable)),
             "tier": .string(vip ? "vip" : "standard"), "monthSpend": .int(Int64(monthSpend)),
+            "pending": .int(Int64(pending)),
         ])
     }
 }
@@ -94,6 +97,26 @@ public struct EdgeLedger: Sendable {
         self.active = active
     }
 
+    /// Points this member earned here that are still inside this partner's return window:
+    /// not redeemable yet, and their rights stay here until the window closes.
+    func pendingPoints(_ db: SQLiteConnection, member: MemberID) throws -> UInt64 {
+        let days = rules.pendingDays
+        guard days > 0 else { return 0 }
+        let start = now() &- days * 86_400_000
+        var pending: Int64 = 0
+        for row in try db.query(
+            "SELECT entry FROM log WHERE member = ? AND hlc >= ?",
+            [.uint(member.rawValue), .uint(HLCTimestamp(milliseconds: start, logical: 0).rawValue)])
+        {
+            switch try LogEntry(decoding: row.blob(0)).operation {
+            case .purchase(let purchase): pending += Int64(clamping: purchase.pointsEarned)
+            case .refund(let refund): pending -= Int64(clamping: refund.pointsReversed)
+            default: break
+            }
+        }
+        return UInt64(max(0, pending))
+    }
+
     /// Whether a member is VIP in the month of `at` (by their net spend the month before).
     func isVIP(_ counter: EscrowCounter, at milliseconds: UInt64) -> Bool {
         let month = active.month(of: milliseconds)
@@ -135,9 +158,11 @@ public struct EdgeLedger: Sendable {
         let main = try counter(db, member: member, account: .main)
         let promo = try counter(db, member: member, account: .promo)
         let at = now()
+        let pending = try pendingPoints(db, member: member)
         return MemberView(
             id: member, card: card, balance: main.balance, promoBalance: promo.balance,
-            redeemable: main.redeemable(at: node), vip: isVIP(main, at: at),
+            redeemable: main.redeemable(at: node) - min(main.redeemable(at: node), pending), pending: pending,
+            vip: isVIP(main, at: at),
             monthSpend: main.monthlySpend(month: active.month(of: at)))
     }
 
@@ -278,7 +303,8 @@ public struct EdgeLedger: Sendable {
     func redeemableNow(_ db: SQLiteConnection, _ counter: EscrowCounter, member: MemberID, _ connectivity: Connectivity)
         throws -> (held: UInt64, allowance: UInt64)
     {
-        let held = counter.redeemable(at: node)
+        let held =
+            counter.redeemable(at: node) - min(counter.redeemable(at: node), try pendingPoints(db, member: member))
         guard !connectivity.online else { return (held, 0) }
         let used = try exposureUse(db, member: member, outageStart: connectivity.outageStartedMilliseconds)
         return (held, policy.allowance(used: used, connectivity: connectivity))
@@ -405,7 +431,9 @@ public struct EdgeLedger: Sendable {
         for member in members.sorted() {
             for account in Account.allCases {
                 var counter = try counter(db, member: member, account: account)
-                let held = counter.rights(node)
+                // Points still pending (inside the return window) keep their rights here.
+                let pending = account == .main ? Int64(clamping: try pendingPoints(db, member: member)) : 0
+                let held = counter.rights(node) - pending
                 guard held > 0 else { continue }
                 let (slot, value) = try counter.move(by: node, to: .hub, UInt64(held))
                 _ = try append(
@@ -414,7 +442,15 @@ public struct EdgeLedger: Sendable {
                     effects: [SlotWrite(member: member, account: account, slot: slot, value: value)])
             }
         }
-        let last = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0)
+        var last = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0)
+        if rules.pendingDays > 0 {
+            // Entries still inside the return window are scanned again at every push, so
+            // their rights go to the hub as soon as the window closes.
+            let windowStart = HLCTimestamp(milliseconds: now() &- rules.pendingDays * 86_400_000, logical: 0)
+            if let first = try db.scalar("SELECT MIN(seq) FROM log WHERE hlc >= ?", [.uint(windowStart.rawValue)]) {
+                last = min(last, UInt64(first) - 1)
+            }
+        }
         try setMeta(db, .releaseScan, last)
         return try db.query("SELECT entry FROM log WHERE seq > ? ORDER BY seq LIMIT ?", [.uint(hubHigh), .int(limit)])
             .map { try LogEntry(decoding: $0.blob(0)) }

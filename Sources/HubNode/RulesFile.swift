@@ -10,6 +10,7 @@ import TOMLKit
 /// accrual_bp = 500     # share of the paid amount given back as points (500 = 5 %)
 /// max_redeem_bp = 3000 # largest share of a check payable with points
 /// minor_units_per_point = 100
+/// pending_days = 0     # days points stay unredeemable while the purchase can be returned
 /// [partners.fuel]
 /// accrual_bp = 100
 /// [offline]            # the offline risk policy stores apply (all zero: none)
@@ -23,8 +24,10 @@ public struct RulesFile: Decodable, Sendable {
         public var accrualBp: UInt64?
         public var maxRedeemBp: UInt64?
         public var minorUnitsPerPoint: UInt64?
+        public var pendingDays: UInt64?
 
         enum CodingKeys: String, CodingKey {
+            case pendingDays = "pending_days"
             case accrualBp = "accrual_bp"
             case maxRedeemBp = "max_redeem_bp"
             case minorUnitsPerPoint = "minor_units_per_point"
@@ -34,7 +37,8 @@ public struct RulesFile: Decodable, Sendable {
             PartnerRules(
                 accrualBasisPoints: accrualBp ?? base.accrualBasisPoints,
                 minorUnitsPerPoint: minorUnitsPerPoint ?? base.minorUnitsPerPoint,
-                maxRedeemBasisPoints: maxRedeemBp ?? base.maxRedeemBasisPoints)
+                maxRedeemBasisPoints: maxRedeemBp ?? base.maxRedeemBasisPoints,
+                pendingDays: pendingDays ?? base.pendingDays)
         }
     }
 

@@ -8,9 +8,15 @@ public struct PartnerRules: Sendable, Equatable {
     public var minorUnitsPerPoint: UInt64
     /// Largest share of a check payable with points, in basis points (3000 = 30 %).
     public var maxRedeemBasisPoints: UInt64
+    /// Days points earned at this partner stay pending (not redeemable) while the purchase
+    /// can still be returned; 0 makes them redeemable at once.
+    public var pendingDays: UInt64
 
-    public init(accrualBasisPoints: UInt64 = 500, minorUnitsPerPoint: UInt64 = 100, maxRedeemBasisPoints: UInt64 = 3000)
-    {
+    public init(
+        accrualBasisPoints: UInt64 = 500, minorUnitsPerPoint: UInt64 = 100, maxRedeemBasisPoints: UInt64 = 3000,
+        pendingDays: UInt64 = 0
+    ) {
+        self.pendingDays = pendingDays
         self.accrualBasisPoints = accrualBasisPoints
         self.minorUnitsPerPoint = minorUnitsPerPoint
         self.maxRedeemBasisPoints = maxRedeemBasisPoints

@@ -83,6 +83,7 @@ public struct RulesDocument: Sendable, Equatable {
             guard rules.accrualBasisPoints <= 10_000, rules.maxRedeemBasisPoints <= 10_000 else {
                 throw .invalid("partner \(name): basis points above 10000")
             }
+            guard rules.pendingDays <= 365 else { throw .invalid("partner \(name): pending for more than a year") }
         }
     }
 
@@ -92,12 +93,13 @@ public struct RulesDocument: Sendable, Equatable {
         writer.write(rules.accrualBasisPoints)
         writer.write(rules.minorUnitsPerPoint)
         writer.write(rules.maxRedeemBasisPoints)
+        writer.write(rules.pendingDays)
     }
 
     private static func readPartner(_ reader: inout ByteReader) throws(WireError) -> PartnerRules {
         PartnerRules(
             accrualBasisPoints: try reader.readUInt64(), minorUnitsPerPoint: try reader.readUInt64(),
-            maxRedeemBasisPoints: try reader.readUInt64())
+            maxRedeemBasisPoints: try reader.readUInt64(), pendingDays: try reader.readUInt64())
     }
 
     /// The canonical bytes that are signed.

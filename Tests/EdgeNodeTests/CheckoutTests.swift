@@ -455,3 +455,46 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
             try receipt(try ledger.purchase(db, request, grant: grant)).replayed, "a retry is answered from the log")
     }
 }
+
+@Suite struct PendingPointsTests {
+    @Test func pointsStayPendingUntilTheReturnWindowClosesAndTheirRightsStayHere() throws {
+        var (ledger, db) = try openLedger(node: 1)
+        ledger.active.install(
+            RulesDocument(
+                version: 1, issuedAtMilliseconds: 0, phoneKey: [UInt8](repeating: 1, count: 32),
+                defaultPartner: PartnerRules(pendingDays: 14)))
+        let day: UInt64 = 86_400_000
+        let start: UInt64 = 20_000 * day
+        ledger.now = { start }
+        let member = try ledger.register(db, card: card, phone: nil, referrer: nil).id
+        _ = try ledger.purchase(db, buy(200_000, "p"))  // 100 points, pending for 14 days
+        let fresh = try ledger.identify(db, card: card, phone: nil)
+        #expect(fresh.balance == 100 && fresh.pending == 100 && fresh.redeemable == 0)
+        #expect(
+            try ledger.purchase(db, buy(100_000, redeem: 50, "buy-refund-keep"), connectivity: .online(now: start))
+                == .needsRights(member: member, shortfall: 50, redeemable: 0), "pending points cannot pay")
+        let early = try ledger.preparePush(db, after: 0, limit: 100)
+        #expect(
+            !early.contains { if case .rightsMove = $0.operation { true } else { false } }, "their rights stay here")
+
+        ledger.now = { start + 15 * day }
+        let later = try ledger.identify(db, card: card, phone: nil)
+        #expect(later.pending == 0 && later.redeemable == 100)
+        let released = try ledger.preparePush(db, after: UInt64(early.count), limit: 100)
+        #expect(released.contains { if case .rightsMove(_, .main, .hub, 100) = $0.operation { true } else { false } })
+    }
+
+    @Test func aRefundInsideTheWindowTakesThePendingPointsBack() throws {
+        var (ledger, db) = try openLedger(node: 1)
+        ledger.active.install(
+            RulesDocument(
+                version: 1, issuedAtMilliseconds: 0, phoneKey: [UInt8](repeating: 1, count: 32),
+                defaultPartner: PartnerRules(pendingDays: 14)))
+        ledger.now = { 20_000 * 86_400_000 }
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, buy(200_000, "p"))
+        _ = try ledger.refund(db, refund("r", of: "p"))
+        let member = try ledger.identify(db, card: card, phone: nil)
+        #expect(member.balance == 0 && member.pending == 0, "returned within the window: nothing was ever redeemable")
+    }
+}

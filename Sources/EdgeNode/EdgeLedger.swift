@@ -494,7 +494,7 @@ public struct EdgeLedger: Sendable {
             switch entry.operation {
             case .registerMember(let record): try applyMember(db, record)
             case .refund(let refund): try recordRefund(db, refund)
-            case .purchase, .rightsMove, .promoCredit: break
+            case .purchase, .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)
             var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))

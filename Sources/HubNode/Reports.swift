@@ -77,3 +77,34 @@ extension ClearingReport {
         ])
     }
 }
+
+extension HubLedger {
+    /// Expires, oldest first, the points each member earned before `cutoff` (Unix
+    /// milliseconds) and has not spent, as hub entries raising `spent[hub]`. Only points whose
+    /// redemption rights the hub holds can expire now (otherwise a store could still redeem
+    /// them); the rest is reported as waiting for the stores to hand their rights back.
+    public func expire(_ db: SQLiteConnection, cutoff: UInt64, cutoffDay: Int64) throws -> [(
+        member: MemberID, expired: UInt64, waiting: UInt64
+    )] {
+        var calculator = ClearingCalculator(period: 0...0) { _ in "" }
+        for row in try db.query("SELECT entry FROM entries ORDER BY hlc, origin, seq") {
+            calculator.add(try LogEntry(decoding: row.blob(0)))
+        }
+        var result: [(MemberID, UInt64, UInt64)] = []
+        for member in calculator.membersWithPoints {
+            let due = calculator.unspent(member: member, earnedBefore: cutoff)
+            guard due > 0 else { continue }
+            var counter = try counter(db, member: member, account: .main)
+            let held = counter.rights(.hub)
+            let now = min(due, held > 0 ? UInt64(held) : 0)
+            if now > 0 {
+                let (slot, value) = try counter.redeem(at: .hub, now)
+                _ = try appendHubEntry(
+                    db, operation: .expiry(member: member, points: now, cutoffDay: cutoffDay),
+                    effects: [SlotWrite(member: member, account: .main, slot: slot, value: value)])
+            }
+            result.append((member, now, due - now))
+        }
+        return result
+    }
+}

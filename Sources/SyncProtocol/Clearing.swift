@@ -40,7 +40,7 @@ public struct ClearingReport: Sendable, Equatable {
 /// Replays log entries in hybrid-clock order and attributes every spent point to the
 /// partner where it was earned.
 public struct ClearingCalculator {
-    private var lots: [MemberID: [(partner: String, points: UInt64)]] = [:]
+    private var lots: [MemberID: [(partner: String, points: UInt64, earnedAt: UInt64)]] = [:]
     private var slotValues: [SlotID: UInt64] = [:]
     private let partnerOf: (NodeID) -> String
     private let period: ClosedRange<UInt64>
@@ -79,9 +79,13 @@ public struct ClearingCalculator {
             let delta = effect.value - previous
             switch effect.slot.kind {
             case .earned:
-                lots[effect.member, default: []].append((partnerOf(effect.slot.from), delta))
+                lots[effect.member, default: []].append(
+                    (partnerOf(effect.slot.from), delta, entry.timestamp.milliseconds))
             case .spent:
-                if case .refund(let refund) = entry.operation {
+                if case .expiry = entry.operation {
+                    // Expired points leave the lots without anyone spending them.
+                    consumeOldest(delta, member: effect.member)
+                } else if case .refund(let refund) = entry.operation {
                     // A reversed accrual cancels points the purchase's partner gave; it is
                     // not spending, so it creates no debt between partners.
                     reverse(delta, member: effect.member, partner: partnerOf(refund.originalStore))
@@ -93,6 +97,28 @@ public struct ClearingCalculator {
             }
         }
     }
+
+    /// Removes the member's oldest points, charging no one.
+    private mutating func consumeOldest(_ points: UInt64, member: MemberID) {
+        var remaining = points
+        var queue = lots[member] ?? []
+        while remaining > 0, !queue.isEmpty {
+            let taken = min(remaining, queue[0].points)
+            queue[0].points -= taken
+            remaining -= taken
+            if queue[0].points == 0 { queue.removeFirst() }
+        }
+        lots[member] = queue
+    }
+
+    /// The member's unspent points earned before `cutoff` (Unix milliseconds), as of the
+    /// entries fed so far: what expiry would take.
+    public func unspent(member: MemberID, earnedBefore cutoff: UInt64) -> UInt64 {
+        (lots[member] ?? []).filter { $0.earnedAt < cutoff }.reduce(0) { $0 + $1.points }
+    }
+
+    /// Members with any unspent points.
+    public var membersWithPoints: [MemberID] { lots.filter { !$0.value.isEmpty }.map(\.key).sorted() }
 
     /// Removes points from the member's lots of `partner`, newest first, then from any.
     private mutating func reverse(_ points: UInt64, member: MemberID, partner: String) {

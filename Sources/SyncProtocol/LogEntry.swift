@@ -88,6 +88,8 @@ public enum Operation: Sendable, Equatable {
     case refund(RefundRecord)
     /// The hub credited a promo code to a member's promo account.
     case promoCredit(member: MemberID, code: String, points: UInt64)
+    /// The hub expired points earned before a cutoff day and not spent since.
+    case expiry(member: MemberID, points: UInt64, cutoffDay: Int64)
     /// Redemption rights handed from the entry's origin to another node.
     case rightsMove(member: MemberID, account: Account, to: NodeID, points: UInt64)
 }
@@ -188,6 +190,11 @@ extension LogEntry {
             writer.write(purchase.pointsRedeemed)
             writer.write(purchase.uncoveredPoints)
             writer.write(purchase.promoRedeemed)
+        case .expiry(let member, let points, let cutoffDay):
+            writer.write(UInt8(6))
+            writer.write(member.rawValue)
+            writer.write(points)
+            writer.write(cutoffDay)
         case .promoCredit(let member, let code, let points):
             writer.write(UInt8(5))
             writer.write(member.rawValue)
@@ -261,6 +268,9 @@ extension LogEntry {
                     originalKey: originalKey, amountMinor: try reader.readUInt64(),
                     pointsReversed: try reader.readUInt64(), pointsReturned: try reader.readUInt64(),
                     promoReturned: try reader.readUInt64()))
+        case 6:
+            let member = MemberID(rawValue: try reader.readUInt64())
+            operation = .expiry(member: member, points: try reader.readUInt64(), cutoffDay: try reader.readInt64())
         case 5:
             let member = MemberID(rawValue: try reader.readUInt64())
             let code = try reader.readString(field: "promo code", limit: maxTextBytes)

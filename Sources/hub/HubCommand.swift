@@ -10,7 +10,7 @@ struct Hub: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hub",
         abstract: "The coalition hub: merges every store's ledger, hands out redemption rights, enrolls stores.",
-        subcommands: [Run.self, Keygen.self, Store.self, Rules.self, Promo.self, Report.self, Member.self])
+        subcommands: [Run.self, Keygen.self, Store.self, Rules.self, Promo.self, Report.self, Expire.self, Member.self])
 }
 
 struct DataOption: ParsableArguments {
@@ -334,6 +334,34 @@ extension Hub {
                 guard end >= start else { throw ValidationError("--to is before --from") }
                 let report = try HubLedger().clearing(db, period: UInt64(max(0, start))...UInt64(max(0, end)))
                 print(format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
+            }
+        }
+    }
+
+    struct Expire: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Expire points earned before a day and not spent since (oldest first), as hub entries.",
+            discussion:
+                "Only points whose rights the hub holds expire now; points whose rights a store still holds are reported as waiting and expire on a later run, after the store's next sync."
+        )
+        @OptionGroup var options: DataOption
+        @Option(name: .customLong("earned-before"), help: "Expire points earned before this day, YYYY-MM-DD.")
+        var earnedBefore: String
+
+        func run() throws {
+            guard let day = Campaign.day(parsing: earnedBefore) else {
+                throw ValidationError("--earned-before must be YYYY-MM-DD")
+            }
+            let db = try options.openLedger()
+            let offset = Int64(try HubLedger().timeZoneOffsetMinutes(db)) * 60_000
+            let cutoff = UInt64(max(0, day * 86_400_000 - offset))
+            let rows = try db.transaction { try HubLedger().expire(db, cutoff: cutoff, cutoffDay: day) }
+            for row in rows {
+                print(
+                    JSONValue.object([
+                        "member": .string(row.member.description), "expired": .int(Int64(row.expired)),
+                        "waitingForStores": .int(Int64(row.waiting)),
+                    ]).jsonLine)
             }
         }
     }

@@ -274,3 +274,35 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(grocer.frequencyPerMille == 2_000 && grocer.retentionPerMille == 500)
     }
 }
+
+@Suite struct ExpiryTests {
+    @Test func unspentOldPointsExpireOnlyAsFarAsTheHubHoldsTheirRights() throws {
+        let db = try openHub()
+        let ledger = HubLedger()
+        _ = try ledger.merge(
+            db, from: storeA,
+            entries: [entry(storeA, 1), entry(storeA, 2, earned: 100), entry(storeA, 3, moveToHub: 60)])
+        let first = try ledger.expire(db, cutoff: 1_000, cutoffDay: 1)
+        #expect(first.count == 1 && first[0].expired == 60 && first[0].waiting == 40)
+        #expect(try ledger.counter(db, member: member, account: .main).balance == 40)
+        let again = try ledger.expire(db, cutoff: 1_000, cutoffDay: 1)
+        #expect(again.first?.expired == 0 && again.first?.waiting == 40, "the store still holds the rest")
+        _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 4, moveToHub: 100)])
+        let last = try ledger.expire(db, cutoff: 1_000, cutoffDay: 1)
+        #expect(last.first?.expired == 40 && last.first?.waiting == 0)
+        #expect(try ledger.counter(db, member: member, account: .main).balance == 0)
+        #expect(try ledger.expire(db, cutoff: 1_000, cutoffDay: 1).isEmpty, "nothing left to expire")
+        // Expired points are nobody's debt in the clearing report, and no longer a liability.
+        let clearing = try ledger.clearing(db, period: 0...UInt64.max)
+        #expect(clearing.netted.isEmpty && clearing.liability.isEmpty)
+    }
+
+    @Test func pointsEarnedAfterTheCutoffDoNotExpire() throws {
+        let db = try openHub()
+        let ledger = HubLedger()
+        _ = try ledger.merge(
+            db, from: storeA,
+            entries: [entry(storeA, 1), entry(storeA, 2, earned: 100), entry(storeA, 3, moveToHub: 100)])
+        #expect(try ledger.expire(db, cutoff: 0, cutoffDay: 0).isEmpty)
+    }
+}

@@ -60,6 +60,15 @@ private func sampleEntries() -> [LogEntry] {
                     effects: [SlotWrite(member: member, account: .promo, slot: .earned(.hub), value: 500)]),
                 refusal: nil),
             .promoResult(requestID: 10, points: 0, entry: nil, refusal: "promo code X was already used"),
+            .changes(
+                entries: [
+                    FeedEntry(
+                        feedSequence: 4,
+                        entry: LogEntry(
+                            origin: .hub, sequence: 4, timestamp: HLCTimestamp(rawValue: 6), idempotencyKey: "",
+                            operation: .expiry(member: member, points: 70, cutoffDay: -3),
+                            effects: [SlotWrite(member: member, account: .main, slot: .spent(.hub), value: 70)]))
+                ], upTo: 4, more: false),
         ]
         for message in messages {
             #expect(try SyncMessage(decoding: message.encoded) == message)

@@ -306,3 +306,23 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(try ledger.expire(db, cutoff: 0, cutoffDay: 0).isEmpty)
     }
 }
+
+@Suite struct HubSchemaUpgradeTests {
+    @Test func aVersionOneHubDatabaseUpgradesAndKeepsItsData() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "hub-upgrade-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let path = directory.appendingPathComponent("hub.sqlite").path
+        do {
+            let old = try SQLiteConnection(path: path)
+            try old.configureDurable()
+            try HubLedger.migrator.migrate(old, upTo: 1)
+            _ = try HubLedger().merge(old, from: storeA, entries: [entry(storeA, 1), entry(storeA, 2, earned: 100)])
+            old.close()
+        }
+        let db = try HubLedger.open(path: path)
+        #expect(try db.userVersion == HubLedger.migrator.latestVersion)
+        #expect(try HubLedger().member(db, card: "4600000000015")?.balance == 100)
+        #expect(try HubLedger().createPromoCodes(db, points: 10, count: 1).count == 1, "the new promo table works")
+    }
+}

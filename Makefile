@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug
 
-.PHONY: bootstrap build demo test fuzz bench-sync bench-channel bench-edge lint clean
+.PHONY: bootstrap build demo test fuzz bench bench-sync bench-channel bench-edge lint clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -23,6 +23,10 @@ test: bootstrap
 ## make fuzz: libFuzzer over the wire decoders and the channel's first flight (5 minutes).
 fuzz: bootstrap
 	scripts/fuzz 300
+
+## make bench: every benchmark; writes BENCHMARKS.md and benchmarks.json from this run.
+bench: bootstrap
+	scripts/bench
 
 ## make bench-sync: SyncProtocol core figures (slot merges, encode/decode, 1 % delta of 1M members).
 bench-sync: bootstrap

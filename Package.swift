@@ -80,6 +80,9 @@ let package = Package(
 
         // Figures for the protocol core; `make bench-sync` runs it in release mode.
         .executableTarget(name: "SyncBench", dependencies: ["SyncProtocol"], path: "Benchmarks/SyncBench"),
+        // The hub's merge rate against a raw batched upsert; part of `make bench`.
+        .executableTarget(
+            name: "HubBench", dependencies: ["HubNode", "NodeKit", "SyncProtocol"], path: "Benchmarks/HubBench"),
         // The store node under load against raw SQLite group commit; `make bench-edge`.
         .executableTarget(
             name: "EdgeBench", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"], path: "Benchmarks/EdgeBench"),

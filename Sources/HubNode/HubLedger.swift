@@ -134,6 +134,9 @@ public struct HubLedger: Sendable {
     /// from what the hub holds. Returns the store's new high-water mark.
     public func merge(_ db: SQLiteConnection, from store: NodeID, entries: [LogEntry]) throws -> UInt64 {
         var high = try originHighWater(db, origin: store)
+        // Feed places are taken once per push, then counted on: the caller's transaction
+        // holds the write lock, so nobody else numbers entries meanwhile.
+        var feed = try nextFeedSequence(db)
         for entry in entries {
             guard entry.origin == store else {
                 throw MergeError.refused(.wrongOrigin(claimed: entry.origin, authenticated: store))
@@ -143,17 +146,19 @@ public struct HubLedger: Sendable {
             guard entry.sequence == high + 1 else {
                 throw MergeError.refused(.gap(origin: store, expected: high + 1, got: entry.sequence))
             }
-            try insert(db, entry)
+            try insert(db, entry, feedSequence: feed)
+            feed += 1
             high = entry.sequence
         }
         return high
     }
 
-    private func insert(_ db: SQLiteConnection, _ entry: LogEntry) throws {
+    private func insert(_ db: SQLiteConnection, _ entry: LogEntry, feedSequence: UInt64? = nil) throws {
         try db.run(
             "INSERT INTO entries(origin, seq, feed_seq, hlc, entry) VALUES(?, ?, ?, ?, ?)",
             [
-                .int(Int(entry.origin.rawValue)), .uint(entry.sequence), .uint(try nextFeedSequence(db)),
+                .int(Int(entry.origin.rawValue)), .uint(entry.sequence),
+                .uint(try feedSequence ?? nextFeedSequence(db)),
                 .uint(entry.timestamp.rawValue), .blob(entry.encoded),
             ])
         if case .registerMember(let record) = entry.operation { try CounterSlots.insertMember(db, record) }

@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // C libraries from Debian, installed by scripts/bootstrap.
@@ -42,7 +45,16 @@ let package = Package(
             name: "HubNode",
             dependencies: [
                 "SyncProtocol", "NodeKit", .product(name: "Logging", package: "swift-log"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "TOMLKit", package: "TOMLKit"), .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The operator console: the hub's HTTP API, /metrics and the dashboard (Hummingbird).
+        .target(
+            name: "HubConsole",
+            dependencies: [
+                "HubNode", "NodeKit", "SyncProtocol", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
@@ -56,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "hub",
             dependencies: [
-                "HubNode", "NodeKit", "SyncProtocol",
+                "HubNode", "HubConsole", "NodeKit", "SyncProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -97,6 +109,8 @@ let package = Package(
         .testTarget(name: "NodeKitTests", dependencies: ["NodeKit", "SyncProtocol"]),
         .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "NodeKit", "SyncProtocol"]),
+        .testTarget(
+            name: "HubConsoleTests", dependencies: ["HubConsole", "HubNode", "NodeKit", "SyncProtocol", "Harness"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Harness", "EdgeNode", "SyncProtocol"]),
     ]
 )

@@ -35,9 +35,11 @@ public struct PosError: Error, Equatable, Sendable, CustomStringConvertible {
         PosError(code: 1001, message: "no member with \(what) is known at this store")
     }
     public static func invalidCard(_ detail: String) -> PosError { PosError(code: 1002, message: detail) }
+    /// The code of `insufficientPoints`: a redemption refused for lack of points or rights.
+    public static let insufficientPointsCode = 1003
     public static func insufficientPoints(requested: UInt64, redeemable: UInt64, online: Bool) -> PosError {
         PosError(
-            code: 1003,
+            code: insufficientPointsCode,
             message: "cannot redeem \(requested) points: \(redeemable) points are redeemable at this store now"
                 + (online ? "" : " (store offline: only points held here can be redeemed)"),
             data: .object(["redeemable": .int(Int64(redeemable)), "requested": .int(Int64(requested))]))

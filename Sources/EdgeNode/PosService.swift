@@ -156,7 +156,12 @@ final class PosService {
                 let card = try Params.string(params, "card")
                 run(done) { [ledger] db in try ledger.identify(db, card: card, phone: nil).json }
             case "checkout.purchase":
-                purchase(try Params.purchase(params), grant: [], hubRounds: 2, done)
+                purchase(try Params.purchase(params), grant: [], hubRounds: 2) { [uplink] result in
+                    if case .failure(let error) = result, error.code == PosError.insufficientPointsCode {
+                        uplink.redemptionsRefused += 1
+                    }
+                    done(result)
+                }
             case "checkout.quote":
                 let card = try Params.string(params, "card")
                 let amount = try Params.amount(params, "amount")

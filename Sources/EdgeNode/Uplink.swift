@@ -45,6 +45,19 @@ final class Uplink {
     private(set) var outageStartedWall: UInt64 = wallClockMilliseconds()
     /// Reconnection attempts since the link went down.
     private(set) var reconnectAttempts: UInt64 = 0
+    /// Redemptions refused for lack of points or rights (reported to the hub).
+    var redemptionsRefused: UInt64 = 0
+    /// Offline time of outages that have ended, and when this process started (loop ms).
+    private var offlineEnded: UInt64 = 0
+    private let startedAt: UInt64
+    private var ticksSinceTelemetry = 0
+    /// Sync ticks between two reports of the store's counters to the hub.
+    static let telemetryEveryTicks = 10
+
+    /// Time without a hub session since the process started.
+    var offlineMilliseconds: UInt64 {
+        offlineEnded + (offlineSince.map { loop.nowMilliseconds - min($0, loop.nowMilliseconds) } ?? 0)
+    }
 
     /// Online, or offline since when: what the ledger needs to apply the offline policy.
     var connectivity: Connectivity {
@@ -74,11 +87,15 @@ final class Uplink {
         syncTimer = try LoopTimer(loop: loop)
         retryTimer = try LoopTimer(loop: loop)
         offlineSince = loop.nowMilliseconds
+        startedAt = loop.nowMilliseconds
     }
 
     func start() {
         syncTimer.start(after: settings.syncIntervalMilliseconds, repeat: settings.syncIntervalMilliseconds) {
-            [unowned self] in self.execute(self.session.tick(now: self.loop.nowMilliseconds))
+            [unowned self] in
+            self.execute(self.session.tick(now: self.loop.nowMilliseconds))
+            self.ticksSinceTelemetry += 1
+            if self.ticksSinceTelemetry >= Self.telemetryEveryTicks { self.reportTelemetry() }
         }
         connect()
     }
@@ -93,6 +110,22 @@ final class Uplink {
         teardown(reason: "store shutting down", retry: false)
         syncTimer.close()
         retryTimer.close()
+    }
+
+    /// Sends the store's counters to the hub (when online and the hub reads them).
+    private func reportTelemetry() {
+        ticksSinceTelemetry = 0
+        guard online, session.hubWireMinor >= 1 else { return }
+        let ledger = self.ledger
+        writer.submit({ db in try ledger.status(db) }) { [weak self] result in
+            guard let self, case .success(let status) = result else { return }
+            let counters = EdgeTelemetry(
+                unsyncedOperations: status.lastSequence - min(status.lastSequence, status.acknowledgedSequence),
+                writerQueueDepth: UInt64(self.writer.inFlight), offlineMilliseconds: self.offlineMilliseconds,
+                redemptionsRefused: self.redemptionsRefused, uncoveredPoints: status.exposureTotalPoints,
+                uptimeMilliseconds: self.loop.nowMilliseconds - self.startedAt)
+            self.execute(self.session.report(counters))
+        }
     }
 
     /// Something new was written locally: push it now rather than at the next tick.
@@ -197,6 +230,7 @@ final class Uplink {
                 execute(session.connected(now: loop.nowMilliseconds))
             case .deliver(let plaintext):
                 lastContact = loop.nowMilliseconds
+                if let minor = SyncMessage.minorVersion(of: plaintext) { session.hubWireMinor = minor }
                 do {
                     execute(session.received(try SyncMessage(decoding: plaintext), now: loop.nowMilliseconds))
                 } catch {
@@ -274,7 +308,9 @@ final class Uplink {
                 retryTimer.stop()
                 retryDelay = 250
                 reconnectAttempts = 0
+                if let since = offlineSince { offlineEnded += loop.nowMilliseconds - min(since, loop.nowMilliseconds) }
                 offlineSince = nil
+                reportTelemetry()
                 logger.info("uplink online", metadata: ["hub": "\(settings.hub)", "hubHasUpTo": "\(high)"])
             case .applyRules(let version, let document):
                 let ledger = self.ledger

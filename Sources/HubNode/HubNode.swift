@@ -42,10 +42,13 @@ public final class HubNode {
     private var throttledLogged: UInt64 = 0
     private let revocationTimer: LoopTimer
     public private(set) var port: UInt16 = 0
+    /// Live store sessions and their counters, for the operator console and metrics.
+    public let status: HubStatus
 
-    public init(configuration: HubConfiguration, logger: Logger) throws {
+    public init(configuration: HubConfiguration, logger: Logger, status: HubStatus = HubStatus()) throws {
         self.configuration = configuration
         self.logger = logger
+        self.status = status
         rateLimiter = HandshakeRateLimiter(
             ratePerSecond: configuration.handshakesPerSecond, burst: configuration.handshakeBurst)
         identity = try KeyFile.load(from: configuration.keyFile)
@@ -75,6 +78,7 @@ public final class HubNode {
                 throttledLogged = loop.nowMilliseconds / 1000
                 logger.warning("handshake rate limit: connection refused", metadata: ["peer": "\(peer)"])
             }
+            status.refused("rate-limited")
             stream.close()
             return
         }
@@ -82,7 +86,7 @@ public final class HubNode {
         sessionLogger[metadataKey: "peer"] = "\(peer)"
         let session = StoreSession(
             stream: stream, loop: loop, writer: writer, ledger: ledger, identity: identity, guardian: guardian,
-            handshakeTimeout: configuration.handshakeTimeoutMilliseconds, logger: sessionLogger)
+            handshakeTimeout: configuration.handshakeTimeoutMilliseconds, status: status, logger: sessionLogger)
         let id = ObjectIdentifier(session)
         sessions[id] = session
         session.onFinished = { [unowned self] in sessions[id] = nil }
@@ -137,14 +141,19 @@ final class StoreSession {
     private var logger: Logger
     private var session: HubSession?
     private var finished = false
+    private let status: HubStatus
+    /// The store's name once its key is verified, and whether it counts as connected.
+    private var storeName = ""
+    private var counted = false
     var onFinished: (() -> Void)?
     /// The store this session is authenticated as, once known.
     var storeID: NodeID? { session?.store }
 
     init(
         stream: TCPStream, loop: EventLoop, writer: DatabaseWriter, ledger: HubLedger, identity: SigningKeyPair,
-        guardian: HandshakeGuard, handshakeTimeout: UInt64, logger: Logger
+        guardian: HandshakeGuard, handshakeTimeout: UInt64, status: HubStatus, logger: Logger
     ) {
+        self.status = status
         self.stream = stream
         self.loop = loop
         self.writer = writer
@@ -155,6 +164,7 @@ final class StoreSession {
         // No slowloris: a peer that has not completed the handshake and hello in time is dropped.
         timer?.start(after: handshakeTimeout) { [weak self] in
             guard let self, self.session?.isReady != true else { return }
+            self.status.refused("handshake-timeout")
             self.finish(reason: "handshake not completed in time", orderly: false)
         }
     }
@@ -174,6 +184,10 @@ final class StoreSession {
         finished = true
         if orderly, let final = channel.sealFinal(now: loop.nowMilliseconds) { stream.write(final) }
         logger.log(level: level, "session ended", metadata: ["reason": "\(reason)"])
+        if let store = session?.store, !storeName.isEmpty {
+            if level >= .warning { status.refused("session-failed", store: store, name: storeName) }
+            if counted { status.disconnected(store, name: storeName) }
+        }
         timer?.close()
         stream.closeAfterWrites()
         onFinished?()
@@ -193,11 +207,15 @@ final class StoreSession {
                 writer.submit({ db in try ledger.store(db, key: key) }) { [weak self] result in
                     guard let self, !self.finished else { return }
                     if case .success(let store?) = result {
+                        self.status.handshake(accepted: true)
+                        self.storeName = store.name
                         self.session = HubSession(store: store.id)
                         self.logger[metadataKey: "store"] = "\(store.name)"
                         self.handle(self.channel.peerVerified(allowed: true, now: self.loop.nowMilliseconds))
                     } else {
                         self.logger.warning("refused store key", metadata: ["key": "\(key)"])
+                        self.status.handshake(accepted: false)
+                        self.status.refused("unknown-key")
                         self.handle(self.channel.peerVerified(allowed: false, now: self.loop.nowMilliseconds))
                     }
                 }
@@ -205,6 +223,7 @@ final class StoreSession {
                 logger.debug("channel established")
             case .deliver(let plaintext):
                 guard var session else { return }
+                if counted { status.seen(session.store, name: storeName) }
                 do {
                     let actions = session.received(try SyncMessage(decoding: plaintext))
                     self.session = session
@@ -246,7 +265,9 @@ final class StoreSession {
             case .merge(let entries):
                 writer.submit({ db in try ledger.merge(db, from: store, entries: entries) }) { [weak self] result in
                     switch result {
-                    case .success(let high): self?.step { $0.merged(upTo: high) }
+                    case .success(let high):
+                        if let self { self.status.merged(store, name: self.storeName, entries: entries) }
+                        self?.step { $0.merged(upTo: high) }
                     case .failure(let error as MergeError): self?.step { $0.mergeRefused(error.description) }
                     case .failure(let error): self?.step { $0.failed("\(error)") }
                     }
@@ -267,6 +288,9 @@ final class StoreSession {
                 writer.submit(grant) { [weak self] result in
                     switch result {
                     case .success(let grant):
+                        if let self, grant.granted > 0 {
+                            self.status.granted(store, name: self.storeName, points: grant.granted)
+                        }
                         self?.step { $0.granted(requestID: requestID, granted: grant.granted, entry: grant.entry) }
                     case .failure(let error): self?.step { $0.failed("\(error)") }
                     }
@@ -297,7 +321,13 @@ final class StoreSession {
                 }
             case .storeOnline(let high):
                 timer?.stop()
+                if !counted {
+                    counted = true
+                    status.connected(store, name: storeName)
+                }
                 logger.info("store online", metadata: ["hubHasUpTo": "\(high)"])
+            case .recordTelemetry(let counters):
+                status.telemetry(store, name: storeName, counters)
             case .close(let reason):
                 logger.error("closing the session", metadata: ["reason": "\(reason)"])
                 finish(reason: reason, orderly: true)

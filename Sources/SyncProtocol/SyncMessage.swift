@@ -5,7 +5,8 @@ public let syncProtocolVersion: UInt16 = 1
 /// minor version only adds message types or trailing fields a reader may skip.
 public enum WireVersion {
     public static let major: UInt8 = 1
-    public static let minor: UInt8 = 0
+    /// 1.1 added `telemetry`; a store sends it only to a hub whose messages say 1.1 or later.
+    public static let minor: UInt8 = 1
     /// The largest encoded message (the channel's frame limit).
     public static let maxMessageBytes = 1 << 20
 }
@@ -17,6 +18,34 @@ public struct FeedEntry: Sendable, Equatable {
     public init(feedSequence: UInt64, entry: LogEntry) {
         self.feedSequence = feedSequence
         self.entry = entry
+    }
+}
+
+/// Counters a store reports about itself through its sync session, for the operator's
+/// metrics and dashboard. Counts since the store process started, except where noted.
+public struct EdgeTelemetry: Sendable, Equatable {
+    /// Operations written here that the hub has not acknowledged yet.
+    public var unsyncedOperations: UInt64
+    /// Database jobs queued or running on the store's writer thread.
+    public var writerQueueDepth: UInt64
+    /// Time spent without a hub session since the process started.
+    public var offlineMilliseconds: UInt64
+    /// Redemptions refused for lack of points or rights.
+    public var redemptionsRefused: UInt64
+    /// Points redeemed beyond held rights under the offline policy, ever (from the database).
+    public var uncoveredPoints: UInt64
+    public var uptimeMilliseconds: UInt64
+
+    public init(
+        unsyncedOperations: UInt64 = 0, writerQueueDepth: UInt64 = 0, offlineMilliseconds: UInt64 = 0,
+        redemptionsRefused: UInt64 = 0, uncoveredPoints: UInt64 = 0, uptimeMilliseconds: UInt64 = 0
+    ) {
+        self.unsyncedOperations = unsyncedOperations
+        self.writerQueueDepth = writerQueueDepth
+        self.offlineMilliseconds = offlineMilliseconds
+        self.redemptionsRefused = redemptionsRefused
+        self.uncoveredPoints = uncoveredPoints
+        self.uptimeMilliseconds = uptimeMilliseconds
     }
 }
 
@@ -55,6 +84,11 @@ public enum SyncMessage: Sendable, Equatable {
     /// Hub → edge: the points credited and the hub's entry raising the member's promo
     /// account, or why not (`refusal` set, no entry).
     case promoResult(requestID: UInt32, points: UInt64, entry: LogEntry?, refusal: String?)
+    /// Edge → hub (wire 1.1): the store's own counters.
+    case telemetry(EdgeTelemetry)
+
+    /// The minor wire version a peer wrote `bytes` with (nil when too short to say).
+    public static func minorVersion(of bytes: [UInt8]) -> UInt8? { bytes.count >= 2 ? bytes[1] : nil }
 
     public static let maxRulesBytes = 256 * 1024
 
@@ -127,6 +161,14 @@ public enum SyncMessage: Sendable, Equatable {
             writer.write(entry != nil)
             entry?.encode(into: &writer)
             writer.writeString(refusal ?? "")
+        case .telemetry(let counters):
+            writer.write(UInt8(13))
+            for value in [
+                counters.unsyncedOperations, counters.writerQueueDepth, counters.offlineMilliseconds,
+                counters.redemptionsRefused, counters.uncoveredPoints, counters.uptimeMilliseconds,
+            ] {
+                writer.write(value)
+            }
         }
         return writer.bytes
     }
@@ -204,6 +246,12 @@ public enum SyncMessage: Sendable, Equatable {
             let refusal = try reader.readString(field: "promo refusal", limit: 512)
             self = .promoResult(
                 requestID: requestID, points: points, entry: entry, refusal: refusal.isEmpty ? nil : refusal)
+        case 13:
+            self = .telemetry(
+                EdgeTelemetry(
+                    unsyncedOperations: try reader.readUInt64(), writerQueueDepth: try reader.readUInt64(),
+                    offlineMilliseconds: try reader.readUInt64(), redemptionsRefused: try reader.readUInt64(),
+                    uncoveredPoints: try reader.readUInt64(), uptimeMilliseconds: try reader.readUInt64()))
         default:
             throw .unknownTag(field: "message", value: UInt64(tag))
         }

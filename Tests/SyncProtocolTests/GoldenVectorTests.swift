@@ -3,12 +3,13 @@ import Testing
 
 @testable import SyncProtocol
 
-/// Fixed messages and their exact bytes, kept in Fixtures/wire-v1.golden (one `name hex`
+/// Fixed messages and their exact bytes, kept in Fixtures/wire-v1.1.golden (one `name hex`
 /// line each), so a change to the encoding is seen and a second implementation can check
-/// itself. Regenerate deliberately with UPDATE_GOLDEN=1.
+/// itself. Regenerate deliberately with UPDATE_GOLDEN=1. Fixtures/wire-v1.0.golden holds the
+/// same messages as wire 1.0 wrote them: they must still decode (stores not yet upgraded).
 @Suite struct GoldenVectorTests {
-    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/wire-v1.golden")
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static let fixture = fixtures.appendingPathComponent("wire-v1.\(WireVersion.minor).golden")
 
     static var vectors: [(String, SyncMessage)] {
         let member = MemberID(origin: NodeID(1), serial: 1)
@@ -41,6 +42,13 @@ import Testing
             ("rights-grant", .rightsGrant(requestID: 1, granted: 40, entry: grant)),
             ("error", .error(code: .refusedEntry, message: "gap")),
             ("rules", .rules(version: 2, document: Array("rules-v2".utf8))),
+            (
+                "telemetry",
+                .telemetry(
+                    EdgeTelemetry(
+                        unsyncedOperations: 5, writerQueueDepth: 1, offlineMilliseconds: 90_000,
+                        redemptionsRefused: 2, uncoveredPoints: 40, uptimeMilliseconds: 3_600_000))
+            ),
         ]
     }
 
@@ -70,6 +78,19 @@ import Testing
             let golden = Self.bytes(String(parts.last ?? ""))
             #expect(message.encoded == golden, "encoding of \(name) changed")
             #expect(try SyncMessage(decoding: golden) == message)
+        }
+    }
+
+    @Test func messagesWrittenByWire10StillDecode() throws {
+        let stored = try String(contentsOf: Self.fixtures.appendingPathComponent("wire-v1.0.golden"), encoding: .utf8)
+            .split(separator: "\n")
+        let vectors = Dictionary(uniqueKeysWithValues: Self.vectors)
+        #expect(stored.count == 10)
+        for line in stored {
+            let parts = line.split(separator: " ")
+            let golden = Self.bytes(String(parts[1]))
+            #expect(golden[1] == 0, "a 1.0 vector")
+            #expect(try SyncMessage(decoding: golden) == vectors[String(parts[0])])
         }
     }
 }

@@ -160,7 +160,7 @@ private struct Network {
             case .loadRules: next = session.rulesLoaded(version: 0, document: nil)
             case .activatePromo(let id, _, _):
                 next = session.promoResolved(requestID: id, points: 0, entry: nil, refusal: "none")
-            case .storeOnline: break
+            case .storeOnline, .recordTelemetry: break
             case .close:
                 hub.sessions[node] = nil
                 continue

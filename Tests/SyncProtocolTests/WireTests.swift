@@ -60,6 +60,10 @@ private func sampleEntries() -> [LogEntry] {
                     effects: [SlotWrite(member: member, account: .promo, slot: .earned(.hub), value: 500)]),
                 refusal: nil),
             .promoResult(requestID: 10, points: 0, entry: nil, refusal: "promo code X was already used"),
+            .telemetry(
+                EdgeTelemetry(
+                    unsyncedOperations: 12, writerQueueDepth: 3, offlineMilliseconds: 60_000, redemptionsRefused: 2,
+                    uncoveredPoints: 150, uptimeMilliseconds: .max)),
             .changes(
                 entries: [
                     FeedEntry(
@@ -94,7 +98,9 @@ private func sampleEntries() -> [LogEntry] {
         bytes[0] = 2
         bytes[1] = 3
         let error = #expect(throws: WireError.self) { try SyncMessage(decoding: bytes) }
-        #expect(error?.description.contains("2.3") == true && error?.description.contains("1.0") == true)
+        #expect(
+            error?.description.contains("2.3") == true
+                && error?.description.contains("\(WireVersion.major).\(WireVersion.minor)") == true)
     }
 
     @Test func aFrameOverTheLimitIsRefusedBeforeDecoding() {

@@ -85,6 +85,15 @@ public struct EdgeSession: Sendable {
 
     public var isOnline: Bool { state == .online }
 
+    /// The minor wire version of the hub's messages (the driver sets it from each frame).
+    public var hubWireMinor: UInt8 = 0
+
+    /// Reports the store's counters to the hub, when online and the hub reads them (wire 1.1).
+    public func report(_ counters: EdgeTelemetry) -> [Action] {
+        guard state == .online, hubWireMinor >= 1 else { return [] }
+        return [.send(.telemetry(counters))]
+    }
+
     // MARK: Connection
 
     /// The channel is established: greet the hub.

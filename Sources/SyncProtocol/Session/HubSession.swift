@@ -16,6 +16,8 @@ public struct HubSession: Sendable {
         case activatePromo(requestID: UInt32, member: MemberID, code: String)
         /// Look up the newest rules document if it is newer than `version`, then call `rulesLoaded`.
         case loadRules(newerThan: UInt64)
+        /// Keep the store's own counters for the operator's metrics.
+        case recordTelemetry(EdgeTelemetry)
         /// The store is online (after hello and welcome).
         case storeOnline(hubHasUpTo: UInt64)
         /// End the session, logging `reason`.
@@ -72,6 +74,8 @@ public struct HubSession: Sendable {
             return [.grant(requestID: requestID, member: member, account: account, points: points)]
         case (.ready, .promoRequest(let requestID, let member, let code)):
             return [.activatePromo(requestID: requestID, member: member, code: code)]
+        case (.ready, .telemetry(let counters)):
+            return [.recordTelemetry(counters)]
         case (.ready, .hello(let version, let node, _, _)) where version == syncProtocolVersion && node == store:
             state = .loadingHighWater  // a repeated hello: answer it again
             return [.loadHighWater(origin: store)]

@@ -130,19 +130,23 @@ public final class LocalCluster: @unchecked Sendable {
     private var hubData: String { workDirectory.appendingPathComponent("hub").path }
     /// The hub's data directory, for running `hub` tools against it.
     public var hubDataPath: String { hubData }
+    /// The hub's operator console (HTTP) port.
+    public private(set) var consolePort: UInt16 = 0
 
     public func startHub() throws {
         let keyPath = workDirectory.appendingPathComponent("hub.key").path
         hubKey = try runTool("hub", ["keygen", "--key", keyPath])
         hubPort = try Self.freePort()
+        consolePort = try Self.freePort()
         try launch(
             "hub",
             [
                 "run", "--data", hubData, "--key", keyPath, "--listen", "127.0.0.1:\(hubPort)",
                 "--handshake-timeout-ms",
-                "\(handshakeTimeoutMilliseconds)", "--revocation-check-ms", "500",
+                "\(handshakeTimeoutMilliseconds)", "--revocation-check-ms", "500", "--http", "127.0.0.1:\(consolePort)",
             ], log: "hub.log")
         try waitForPort(hubPort, what: "hub")
+        try waitForPort(consolePort, what: "hub console")
     }
 
     /// Generates a store key, enrolls it at the hub and starts the store behind a relay.

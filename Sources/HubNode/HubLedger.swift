@@ -69,6 +69,8 @@ public struct HubLedger: Sendable {
                 CREATE TABLE rules (version INTEGER PRIMARY KEY, document BLOB NOT NULL, published_ms INTEGER NOT NULL);
                 """ + CounterSlots.schema),
         promoMigration,
+        tokenMigration,
+        memberColumnMigration,
     ])
 
     /// Opens (creating if needed) and migrates the hub database.
@@ -155,11 +157,12 @@ public struct HubLedger: Sendable {
 
     private func insert(_ db: SQLiteConnection, _ entry: LogEntry, feedSequence: UInt64? = nil) throws {
         try db.run(
-            "INSERT INTO entries(origin, seq, feed_seq, hlc, entry) VALUES(?, ?, ?, ?, ?)",
+            "INSERT INTO entries(origin, seq, feed_seq, hlc, entry, member) VALUES(?, ?, ?, ?, ?, ?)",
             [
                 .int(Int(entry.origin.rawValue)), .uint(entry.sequence),
                 .uint(try feedSequence ?? nextFeedSequence(db)),
                 .uint(entry.timestamp.rawValue), .blob(entry.encoded),
+                entry.operation.member.map { .uint($0.rawValue) } ?? .null,
             ])
         if case .registerMember(let record) = entry.operation { try CounterSlots.insertMember(db, record) }
         try CounterSlots.apply(db, entry.effects)

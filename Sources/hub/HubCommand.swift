@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
+import HubConsole
 import HubNode
 import Logging
 import NodeKit
+import Prometheus
 import SyncProtocol
 
 @main
@@ -10,7 +12,10 @@ struct Hub: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hub",
         abstract: "The coalition hub: merges every store's ledger, hands out redemption rights, enrolls stores.",
-        subcommands: [Run.self, Keygen.self, Store.self, Rules.self, Promo.self, Report.self, Expire.self, Member.self])
+        subcommands: [
+            Run.self, Keygen.self, Store.self, Rules.self, Promo.self, Report.self, Expire.self, Member.self,
+            Token.self,
+        ])
 }
 
 struct DataOption: ParsableArguments {
@@ -53,9 +58,17 @@ extension Hub {
         @Option(
             name: .customLong("revocation-check-ms"), help: "How often live sessions are checked against revocations.")
         var revocationCheck: UInt64 = 2_000
+        @Option(
+            help:
+                "Operator console address, HOST:PORT: the HTTP API, /metrics, /healthz and the dashboard. 'off' disables it."
+        )
+        var http: String = "127.0.0.1:7480"
 
         func validate() throws {
             guard SocketAddress(listen) != nil else { throw ValidationError("--listen must be HOST:PORT") }
+            guard http == "off" || SocketAddress(http) != nil else {
+                throw ValidationError("--http must be HOST:PORT or off")
+            }
             guard Logger.Level(rawValue: logLevel) != nil else {
                 throw ValidationError("unknown --log-level \(logLevel)")
             }
@@ -69,9 +82,25 @@ extension Hub {
                 dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!)
             configuration.handshakeTimeoutMilliseconds = handshakeTimeout
             configuration.revocationCheckMilliseconds = revocationCheck
-            let hub = try HubNode(configuration: configuration, logger: logger)
+            let registry = PrometheusCollectorRegistry()
+            let status = HubStatus(metrics: PrometheusMetricsFactory(registry: registry))
+            let hub = try HubNode(configuration: configuration, logger: logger, status: status)
             if shouldWatchParent { try hub.stopWhenParentExits() }
+            var console: Console?
+            if let address = SocketAddress(http) {
+                var consoleLogger = logger
+                consoleLogger[metadataKey: "component"] = "console"
+                let started = Console(
+                    configuration: ConsoleConfiguration(
+                        host: address.host, port: Int(address.port), databasePath: configuration.databasePath,
+                        hubKey: try KeyFile.load(from: key).publicKey),
+                    status: status, registry: registry, logger: consoleLogger)
+                let port = try started.start()
+                logger.info("operator console listening", metadata: ["address": "\(address.host):\(port)"])
+                console = started
+            }
             hub.run()
+            console?.stop()
         }
     }
 
@@ -207,8 +236,36 @@ extension Hub {
 
     struct Report: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Reports for the coalition operator and the partners.",
-            subcommands: [Clearing.self, Exposure.self, RFM.self, Partners.self])
+            abstract: "Reports for the coalition operator and the partners (the HTTP API serves the same).",
+            subcommands: [Clearing.self, Liability.self, Exposure.self, RFM.self, Partners.self])
+
+        struct Output: ParsableArguments {
+            @Option(help: "json or csv.") var format: String = "json"
+            @Option(help: "Limit the report to one partner, as that partner's API token sees it.")
+            var partner: String?
+
+            func validate() throws {
+                guard format == "json" || format == "csv" else { throw ValidationError("--format must be json or csv") }
+            }
+
+            func print(_ report: OperatorReport) {
+                Swift.print(format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
+            }
+        }
+
+        struct Period: ParsableArguments {
+            @Option(help: "First day, YYYY-MM-DD (programme time zone).") var from: String
+            @Option(help: "Last day, YYYY-MM-DD, inclusive.") var to: String
+
+            func validate() throws {
+                guard let first = Campaign.day(parsing: from), let last = Campaign.day(parsing: to) else {
+                    throw ValidationError("--from and --to must be YYYY-MM-DD")
+                }
+                guard last >= first else { throw ValidationError("--to is before --from") }
+            }
+
+            var days: (first: Int64, last: Int64) { (Campaign.day(parsing: from)!, Campaign.day(parsing: to)!) }
+        }
 
         struct RFM: ParsableCommand {
             static let configuration = CommandConfiguration(
@@ -231,23 +288,15 @@ extension Hub {
                 guard let today = Campaign.day(parsing: asOf) else {
                     throw ValidationError("--as-of must be YYYY-MM-DD")
                 }
+                guard format == "json" || format == "csv" else { throw ValidationError("--format must be json or csv") }
                 var thresholds = RFMThresholds()
                 thresholds.newcomerDays = newcomerDays
                 thresholds.sleeperDays = sleeperDays
                 thresholds.lostDays = lostDays
                 thresholds.frequentPurchases = frequentPurchases
                 thresholds.largeSpendMinor = largeSpend
-                let counts = try HubLedger().rfm(try options.openLedger(), today: today, thresholds: thresholds)
-                let total = max(1, counts.values.reduce(0, +))
-                if format == "csv" {
-                    print("segment,members,share_per_mille")
-                    for segment in Segment.allCases {
-                        print("\(segment.rawValue),\(counts[segment] ?? 0),\((counts[segment] ?? 0) * 1000 / total)")
-                    }
-                } else {
-                    let fields = Segment.allCases.map { ($0.rawValue, JSONValue.int(Int64(counts[$0] ?? 0))) }
-                    print(JSONValue.object(Dictionary(uniqueKeysWithValues: fields)).jsonLine)
-                }
+                let report = try OperatorQueries().rfm(try options.openLedger(), asOf: today, thresholds: thresholds)
+                print(format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
             }
         }
 
@@ -255,37 +304,14 @@ extension Hub {
             static let configuration = CommandConfiguration(
                 abstract: "Per partner: participants, purchases, frequency, average check and retention for a period.")
             @OptionGroup var options: DataOption
-            @Option(help: "First day, YYYY-MM-DD.") var from: String
-            @Option(help: "Last day, YYYY-MM-DD, inclusive.") var to: String
-            @Option(help: "json or csv.") var format: String = "json"
+            @OptionGroup var period: Period
+            @OptionGroup var output: Output
 
             func run() throws {
-                guard let first = Campaign.day(parsing: from), let last = Campaign.day(parsing: to), last >= first
-                else {
-                    throw ValidationError("--from and --to must be YYYY-MM-DD, --to not before --from")
-                }
-                let rows = try HubLedger().partnerFigures(try options.openLedger(), first: first, last: last)
-                if format == "csv" {
-                    print("partner,participants,purchases,frequency_per_mille,average_check,retention_per_mille")
-                }
-                for row in rows {
-                    if format == "csv" {
-                        print(
-                            [
-                                row.partner, "\(row.participants)", "\(row.purchases)", "\(row.frequencyPerMille)",
-                                "\(row.averageCheckMinor)", "\(row.retentionPerMille)",
-                            ].joined(separator: ","))
-                    } else {
-                        print(
-                            JSONValue.object([
-                                "partner": .string(row.partner), "participants": .int(Int64(row.participants)),
-                                "purchases": .int(Int64(row.purchases)),
-                                "frequencyPerMille": .int(Int64(row.frequencyPerMille)),
-                                "averageCheck": .int(Int64(row.averageCheckMinor)),
-                                "retentionPerMille": .int(Int64(row.retentionPerMille)),
-                            ]).jsonLine)
-                    }
-                }
+                let days = period.days
+                output.print(
+                    try OperatorQueries().partners(
+                        try options.openLedger(), first: days.first, last: days.last, scope: output.partner))
             }
         }
 
@@ -293,16 +319,21 @@ extension Hub {
             static let configuration = CommandConfiguration(
                 abstract: "Offline exposure per store: redemptions beyond held rights, and members now in debt.")
             @OptionGroup var options: DataOption
+            @OptionGroup var output: Output
 
             func run() throws {
-                for row in try HubLedger().exposure(try options.openLedger()) {
-                    print(
-                        JSONValue.object([
-                            "store": .string(row.store), "redemptions": .int(Int64(row.redemptions)),
-                            "points": .int(Int64(row.points)), "members": .int(Int64(row.members)),
-                            "membersNowInDebt": .int(Int64(row.membersNowInDebt)),
-                        ]).jsonLine)
-                }
+                output.print(try OperatorQueries().exposure(try options.openLedger(), scope: output.partner))
+            }
+        }
+
+        struct Liability: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Points each partner issued that are not yet spent or expired.")
+            @OptionGroup var options: DataOption
+            @OptionGroup var output: Output
+
+            func run() throws {
+                output.print(try OperatorQueries().liability(try options.openLedger(), scope: output.partner))
             }
         }
 
@@ -312,28 +343,63 @@ extension Hub {
                     "Points earned at one partner and spent at another in a period, netted per pair (FIFO), and each partner's liability."
             )
             @OptionGroup var options: DataOption
-            @Option(help: "First day, YYYY-MM-DD (programme time zone).")
-            var from: String
-            @Option(help: "Last day, YYYY-MM-DD, inclusive.")
-            var to: String
-            @Option(help: "json or csv.")
-            var format: String = "json"
-
-            func validate() throws {
-                guard Campaign.day(parsing: from) != nil, Campaign.day(parsing: to) != nil else {
-                    throw ValidationError("--from and --to must be YYYY-MM-DD")
-                }
-                guard format == "json" || format == "csv" else { throw ValidationError("--format must be json or csv") }
-            }
+            @OptionGroup var period: Period
+            @OptionGroup var output: Output
 
             func run() throws {
-                let db = try options.openLedger()
-                let offset = Int64(try HubLedger().timeZoneOffsetMinutes(db)) * 60_000
-                let start = Campaign.day(parsing: from)! * 86_400_000 - offset
-                let end = (Campaign.day(parsing: to)! + 1) * 86_400_000 - offset - 1
-                guard end >= start else { throw ValidationError("--to is before --from") }
-                let report = try HubLedger().clearing(db, period: UInt64(max(0, start))...UInt64(max(0, end)))
-                print(format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
+                let days = period.days
+                output.print(
+                    try OperatorQueries().clearing(
+                        try options.openLedger(), first: days.first, last: days.last, scope: output.partner))
+            }
+        }
+    }
+
+    struct Token: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "API tokens for the operator console: operator (everything) or one partner (its own view).",
+            subcommands: [Create.self, List.self, Revoke.self])
+
+        struct Create: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Create a token and print it once; only its hash is stored.")
+            @OptionGroup var options: DataOption
+            @Option(help: "A unique label (who holds the token).") var label: String
+            @Option(help: "Limit the token to this partner; without it the token is the operator's.")
+            var partner: String?
+
+            func run() throws {
+                print(
+                    try HubLedger().createToken(
+                        try options.openLedger(), label: label,
+                        role: partner.map { .partner($0) } ?? .coalitionOperator))
+            }
+        }
+
+        struct List: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List tokens (labels and roles) as JSON lines.")
+            @OptionGroup var options: DataOption
+
+            func run() throws {
+                for token in try HubLedger().tokens(try options.openLedger()) {
+                    print(
+                        JSONValue.object([
+                            "label": .string(token.label), "role": .string(token.role.description),
+                            "createdAt": .int(Int64(clamping: token.createdMilliseconds)),
+                            "revoked": .bool(token.revoked),
+                        ]).jsonLine)
+                }
+            }
+        }
+
+        struct Revoke: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Revoke a token; it is refused from now on.")
+            @OptionGroup var options: DataOption
+            @Option(help: "The token's label.") var label: String
+
+            func run() throws {
+                try HubLedger().revokeToken(try options.openLedger(), label: label)
+                print("revoked token \(label)")
             }
         }
     }
@@ -368,21 +434,26 @@ extension Hub {
 
     struct Member: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Show a member's merged balance at the hub, by card number, as JSON.")
+            abstract: "Show a member's merged balances, tier and history at the hub, by card or phone, as JSON.")
         @OptionGroup var options: DataOption
         @Option(help: "The member's card number.")
-        var card: String
+        var card: String?
+        @Option(help: "The member's phone number, E.164 (+4915112345678).")
+        var phone: String?
+        @Option(help: "The hub's key file; needed to find phones registered before the first rules.")
+        var key: String?
 
         func run() throws {
-            guard let member = try HubLedger().member(try options.openLedger(), card: card) else {
-                FileHandle.standardError.write(Data("no member with card \(card) has reached the hub\n".utf8))
+            guard card != nil || phone != nil else { throw ValidationError("give --card or --phone") }
+            let hubKey = try key.map { try KeyFile.load(from: $0).publicKey }
+            guard
+                let member = try OperatorQueries(hubKey: hubKey).member(
+                    try options.openLedger(), card: card, phone: phone, scope: nil, now: wallClockMilliseconds())
+            else {
+                FileHandle.standardError.write(Data("no such member has reached the hub\n".utf8))
                 throw ExitCode(2)
             }
-            let line = JSONValue.object([
-                "member": .string(member.id.description), "card": .string(member.card), "balance": .int(member.balance),
-                "promoBalance": .int(member.promoBalance), "hubRights": .int(member.hubRights),
-            ])
-            print(line.jsonLine)
+            print(member.jsonLine)
         }
     }
 }

@@ -112,9 +112,7 @@ let package = Package(
         .testTarget(name: "NodeKitTests", dependencies: ["NodeKit", "SyncProtocol"]),
         .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "NodeKit", "SyncProtocol"]),
-        .testTarget(
-            name: "HubConsoleTests", dependencies: ["HubConsole", "HubNode", "NodeKit", "SyncProtocol", "Harness"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["Harness", "EdgeNode", "SyncProtocol"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Harness", "EdgeNode", "NodeKit", "SyncProtocol"]),
     ]
 )
 

@@ -13,12 +13,18 @@ struct ApiError: Error {
     var code: String
     var message: String
 
-    static func badRequest(_ message: String) -> ApiError { ApiError(status: .badRequest, code: "bad_request", message: message) }
+    static func badRequest(_ message: String) -> ApiError {
+        ApiError(status: .badRequest, code: "bad_request", message: message)
+    }
     static let unauthorized = ApiError(
         status: .unauthorized, code: "unauthorized",
         message: "send a valid API token: Authorization: Bearer lyt_... (create one with hub token create)")
-    static func forbidden(_ message: String) -> ApiError { ApiError(status: .forbidden, code: "forbidden", message: message) }
-    static func notFound(_ message: String) -> ApiError { ApiError(status: .notFound, code: "not_found", message: message) }
+    static func forbidden(_ message: String) -> ApiError {
+        ApiError(status: .forbidden, code: "forbidden", message: message)
+    }
+    static func notFound(_ message: String) -> ApiError {
+        ApiError(status: .notFound, code: "not_found", message: message)
+    }
 }
 
 /// The routes of the console. Every `/api/v1` route needs a token; answers are JSON, or CSV
@@ -56,7 +62,8 @@ struct ConsoleAPI: Sendable {
                 guard let id, let number = UInt32(id) else { throw ApiError.badRequest("a store id is a number") }
                 let live = status.snapshot()[NodeID(number)]
                 let found = try await databases.read { db in
-                    try queries.store(db, id: number, live: live, scope: role.partnerScope, now: wallClockMilliseconds())
+                    try queries.store(
+                        db, id: number, live: live, scope: role.partnerScope, now: wallClockMilliseconds())
                 }
                 if found.outOfScope { throw ApiError.forbidden("store \(number) belongs to another partner") }
                 guard let json = found.json else { throw ApiError.notFound("no store with id \(number) is enrolled") }
@@ -92,7 +99,9 @@ struct ConsoleAPI: Sendable {
             var request = request
             let body = await readBody(&request)
             return await answer(request, allowed: []) { role, _ in
-                guard role == .coalitionOperator else { throw ApiError.forbidden("only the operator creates promo codes") }
+                guard role == .coalitionOperator else {
+                    throw ApiError.forbidden("only the operator creates promo codes")
+                }
                 let fields = try Self.object(try body.get(), allowed: ["points", "count"])
                 guard let points = fields["points"]?.intValue, points > 0 else {
                     throw ApiError.badRequest("points must be a positive integer")
@@ -157,7 +166,9 @@ struct ConsoleAPI: Sendable {
         let found = try await databases.read { db in
             try queries.member(db, card: card, phone: phone, scope: role.partnerScope, now: wallClockMilliseconds())
         }
-        guard let found else { throw ApiError.notFound("no member with this \(card != nil ? "card" : "phone") has reached the hub") }
+        guard let found else {
+            throw ApiError.notFound("no member with this \(card != nil ? "card" : "phone") has reached the hub")
+        }
         return found
     }
 

@@ -76,7 +76,9 @@ extension HubLedger {
         if try db.scalar("SELECT 1 FROM api_tokens WHERE label = ?", [.text(label)]) != nil {
             throw HubError("a token labelled \(label) exists already; revoke it or choose another label")
         }
-        let token = Self.tokenPrefix + Sodium.randomBytes(24).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }
+        let token =
+            Self.tokenPrefix
+            + Sodium.randomBytes(24).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }
             .joined()
         try db.run(
             "INSERT INTO api_tokens(hash, label, partner, created_ms) VALUES(?, ?, ?, ?)",

@@ -122,13 +122,13 @@ public struct OperatorQueries: Sendable {
         let main = try ledger.counter(db, member: id, account: .main)
         let promo = try ledger.counter(db, member: id, account: .promo)
         var tier = "standard"
-        var monthSpend: UInt64 = 0
-        if let latest = try ledger.latestRules(db, newerThan: 0),
-            let document = try? RulesDocument(decoding: Array(latest.document.dropFirst(64)))
-        {
-            let month = document.month(of: now)
-            monthSpend = main.monthlySpend(month: month)
-            if month > 0, document.isVIP(lastMonthSpend: main.monthlySpend(month: month - 1)) { tier = "vip" }
+        let document = try ledger.latestRules(db, newerThan: 0).flatMap {
+            try? RulesDocument(decoding: Array($0.document.dropFirst(64)))
+        }
+        let month = document?.month(of: now) ?? RulesDocument.month(ofDay: Int64(now / 86_400_000))
+        let monthSpend = main.monthlySpend(month: month)
+        if let document, month > 0, document.isVIP(lastMonthSpend: main.monthlySpend(month: month - 1)) {
+            tier = "vip"
         }
         let stores = Dictionary(uniqueKeysWithValues: try ledger.stores(db).map { ($0.id, $0) })
         var history: [JSONValue] = []
@@ -191,7 +191,7 @@ public struct OperatorQueries: Sendable {
     public func transactions(_ db: SQLiteConnection, limit: Int, scope: String?) throws -> JSONValue {
         let stores = Dictionary(uniqueKeysWithValues: try ledger.stores(db).map { ($0.id, $0) })
         var rows: [JSONValue] = []
-        var before = UInt64.max
+        var before = UInt64(Int64.max)
         scan: while rows.count < limit {
             let page = try db.query(
                 "SELECT feed_seq, entry FROM entries WHERE feed_seq < ? AND origin != 0 ORDER BY feed_seq DESC LIMIT 500",
@@ -330,7 +330,8 @@ public struct OperatorQueries: Sendable {
         var csv = "store,redemptions,points,members,members_now_in_debt\n"
         var rows: [JSONValue] = []
         for row in try ledger.exposure(db) where scope == nil || partnerOf[row.store] == scope {
-            csv += "\(Self.csvField(row.store)),\(row.redemptions),\(row.points),\(row.members),\(row.membersNowInDebt)\n"
+            csv +=
+                "\(Self.csvField(row.store)),\(row.redemptions),\(row.points),\(row.members),\(row.membersNowInDebt)\n"
             rows.append(
                 .object([
                     "store": .string(row.store), "redemptions": .int(Int64(row.redemptions)),

@@ -21,6 +21,12 @@ public enum JSONValue: Sendable, Equatable, CustomStringConvertible, Expressible
         return nil
     }
 
+    /// The element at `index` of an array (nil when not an array or out of range).
+    public subscript(index: Int) -> JSONValue? {
+        if case .array(let array) = self, array.indices.contains(index) { return array[index] }
+        return nil
+    }
+
     public var stringValue: String? {
         if case .string(let value) = self { return value }
         return nil

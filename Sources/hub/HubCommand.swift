@@ -249,7 +249,8 @@ extension Hub {
             }
 
             func print(_ report: OperatorReport) {
-                Swift.print(format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
+                Swift.print(
+                    format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
             }
         }
 

@@ -317,12 +317,51 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
             let old = try SQLiteConnection(path: path)
             try old.configureDurable()
             try HubLedger.migrator.migrate(old, upTo: 1)
-            _ = try HubLedger().merge(old, from: storeA, entries: [entry(storeA, 1), entry(storeA, 2, earned: 100)])
+            // Rows as version 1 wrote them.
+            for (index, old) in [(old, entry(storeA, 1)), (old, entry(storeA, 2, earned: 100))].enumerated() {
+                let (db, logged) = old
+                try db.run(
+                    "INSERT INTO entries(origin, seq, feed_seq, hlc, entry) VALUES(?, ?, ?, ?, ?)",
+                    [
+                        .int(Int(logged.origin.rawValue)), .uint(logged.sequence), .int(index + 1),
+                        .uint(logged.timestamp.rawValue), .blob(logged.encoded),
+                    ])
+                if case .registerMember(let record) = logged.operation { try CounterSlots.insertMember(db, record) }
+                try CounterSlots.apply(db, logged.effects)
+            }
             old.close()
         }
         let db = try HubLedger.open(path: path)
         #expect(try db.userVersion == HubLedger.migrator.latestVersion)
         #expect(try HubLedger().member(db, card: "4600000000015")?.balance == 100)
         #expect(try HubLedger().createPromoCodes(db, points: 10, count: 1).count == 1, "the new promo table works")
+        #expect(
+            try db.scalar("SELECT COUNT(*) FROM entries WHERE member = ?", [.uint(member.rawValue)]) == 2,
+            "history backfilled")
+        #expect(try HubLedger().merge(db, from: storeA, entries: [entry(storeA, 3, earned: 20)]) == 3)
+    }
+}
+
+@Suite struct ApiTokenTests {
+    @Test func tokensAreStoredHashedAndResolveToTheirRoleUntilRevoked() throws {
+        let db = try openHub()
+        let ledger = HubLedger()
+        _ = try ledger.enroll(db, name: "grocer-1", partner: "grocer", key: SigningKeyPair.generate().publicKey)
+        let operatorToken = try ledger.createToken(db, label: "ops", role: .coalitionOperator)
+        let partnerToken = try ledger.createToken(db, label: "grocer-bi", role: .partner("grocer"))
+        #expect(operatorToken.hasPrefix("lyt_") && operatorToken.count == 52)
+        #expect(try ledger.role(db, token: operatorToken) == .coalitionOperator)
+        #expect(try ledger.role(db, token: partnerToken) == .partner("grocer"))
+        #expect(try ledger.role(db, token: "lyt_" + String(repeating: "0", count: 48)) == nil)
+        #expect(try ledger.role(db, token: "") == nil)
+        let stored = try db.query("SELECT hash FROM api_tokens").map { $0.blob(0) }
+        #expect(stored.count == 2 && !stored.contains(Array(operatorToken.utf8)), "only hashes are stored")
+        #expect(throws: HubError.self) { try ledger.createToken(db, label: "ops", role: .coalitionOperator) }
+        #expect(throws: HubError.self) { try ledger.createToken(db, label: "x", role: .partner("nobody")) }
+        #expect(throws: HubError.self) { try ledger.createToken(db, label: "has space", role: .coalitionOperator) }
+        try ledger.revokeToken(db, label: "grocer-bi")
+        #expect(try ledger.role(db, token: partnerToken) == nil)
+        #expect(throws: HubError.self) { try ledger.revokeToken(db, label: "grocer-bi") }
+        #expect(try ledger.tokens(db).map(\.revoked) == [false, true])
     }
 }

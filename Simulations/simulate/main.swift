@@ -29,6 +29,11 @@ extension Simulate {
         @Option(
             help: "Directory for databases, keys and logs (default: a new temporary directory, removed afterwards).")
         var workdir: String?
+        @Option(
+            help:
+                "Keep the hub and stores running this many seconds after the scenario, to look at the hub's operator console."
+        )
+        var linger: UInt32 = 0
 
         func run() throws {
             let temporary = workdir == nil
@@ -57,6 +62,13 @@ extension Simulate {
             }
             do {
                 _ = try Walkthrough.run(cluster) { line in print(line) }
+                if linger > 0 {
+                    let token = try cluster.runTool(
+                        "hub", ["token", "create", "--data", cluster.hubDataPath, "--label", "demo-operator"])
+                    print("\n== the hub's operator console, for \(linger) s (Ctrl-C stops earlier):")
+                    print("   http://127.0.0.1:\(cluster.consolePort)/#token=\(token)")
+                    sleep(linger)
+                }
                 print("\ndemo finished: all processes stopped")
             } catch {
                 print("\ndemo FAILED: \(error)")

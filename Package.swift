@@ -83,10 +83,17 @@ let package = Package(
             dependencies: ["NodeKit", "SyncProtocol", "EdgeNode"],
             path: "Simulations/Harness"
         ),
+        // The deterministic simulator: the real session machines and ledgers on a simulated
+        // network and clocks, one thread, one seed.
+        .target(
+            name: "Simulator",
+            dependencies: ["EdgeNode", "HubNode", "NodeKit", "SyncProtocol"],
+            path: "Simulations/Simulator"
+        ),
         .executableTarget(
             name: "simulate",
             dependencies: [
-                "Harness", "NodeKit",
+                "Harness", "NodeKit", "Simulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -113,6 +120,7 @@ let package = Package(
         .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Harness", "EdgeNode", "NodeKit", "SyncProtocol"]),
+        .testTarget(name: "SimulatorTests", dependencies: ["Simulator"]),
     ]
 )
 

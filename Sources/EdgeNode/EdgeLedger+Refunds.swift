@@ -12,6 +12,18 @@ public struct RefundRequest: Sendable, Equatable {
     /// Minor units to refund; nil refunds everything not yet refunded.
     public var amountMinor: UInt64?
 
+    public init(
+        lane: String, receipt: String, originalStore: NodeID? = nil, originalLane: String, originalReceipt: String,
+        amountMinor: UInt64? = nil
+    ) {
+        self.lane = lane
+        self.receipt = receipt
+        self.originalStore = originalStore
+        self.originalLane = originalLane
+        self.originalReceipt = originalReceipt
+        self.amountMinor = amountMinor
+    }
+
     var idempotencyKey: String { "\(lane)/\(receipt)" }
     var originalKey: String { "\(originalLane)/\(originalReceipt)" }
 }

@@ -34,6 +34,18 @@ public struct PurchaseRequest: Sendable, Equatable {
     /// Points paid from the promo account, besides `redeemPoints` from the main account.
     public var redeemPromoPoints: UInt64 = 0
 
+    public init(
+        card: String, amountMinor: UInt64, redeemPoints: UInt64 = 0, lane: String, receipt: String,
+        redeemPromoPoints: UInt64 = 0
+    ) {
+        self.card = card
+        self.amountMinor = amountMinor
+        self.redeemPoints = redeemPoints
+        self.lane = lane
+        self.receipt = receipt
+        self.redeemPromoPoints = redeemPromoPoints
+    }
+
     var idempotencyKey: String { "\(lane)/\(receipt)" }
 }
 
@@ -525,6 +537,13 @@ public struct EdgeLedger: Sendable {
             status.exposureTotalCount = row.uint(1)
         }
         return status
+    }
+
+    /// A migrated edge database in memory (the simulator's replicas).
+    public static func openInMemory() throws -> SQLiteConnection {
+        let db = try SQLiteConnection(path: ":memory:")
+        try EdgeSchema.migrator.migrate(db)
+        return db
     }
 
     /// Opens (creating if needed) and migrates the edge database.

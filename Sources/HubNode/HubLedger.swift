@@ -33,6 +33,9 @@ public enum MergeError: Error, Equatable, Sendable, CustomStringConvertible {
 /// thread. Merging is idempotent: entries are keyed by (origin, sequence) and counter
 /// slots are raised with MAX, so a retried or duplicated push changes nothing.
 public struct HubLedger: Sendable {
+    /// The wall clock (Unix milliseconds) stamping the hub's own entries; the simulator sets its own.
+    public var now: @Sendable () -> UInt64 = wallClockMilliseconds
+
     public init() {}
 
     static let migrator = Migrator(steps: [
@@ -212,7 +215,7 @@ public struct HubLedger: Sendable {
         var clock = HybridLogicalClock(
             last: HLCTimestamp(
                 rawValue: UInt64(bitPattern: try db.scalar("SELECT value FROM meta WHERE key = 'hlc'") ?? 0)))
-        let stamp = try clock.now(wall: wallClockMilliseconds())
+        let stamp = try clock.now(wall: now())
         try db.run(
             "INSERT INTO meta(key, value) VALUES('hlc', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [.uint(stamp.rawValue)])

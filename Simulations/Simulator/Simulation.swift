@@ -1,0 +1,840 @@
+import EdgeNode
+import Foundation
+import HubNode
+import NodeKit
+import SyncProtocol
+
+/// A node's clock as the simulation sets it: offset and drift from simulated time, read by
+/// the real ledger code through its injected `now`.
+final class NodeClock: @unchecked Sendable {
+    // @unchecked: the simulation is single-threaded; the ledger reads it on that thread.
+    var local: UInt64 = 0
+}
+
+/// A violated invariant, with what the run needs to reproduce it.
+public struct Violation: Error, CustomStringConvertible, Sendable {
+    public var seed: UInt64
+    public var check: String
+    public var detail: String
+    public var trace: [String]
+    public var description: String {
+        "seed \(seed): \(check) violated: \(detail)\nlast events:\n" + trace.map { "  " + $0 }.joined(separator: "\n")
+    }
+}
+
+/// What a run did and measured.
+public struct SimulationSummary: Sendable, Equatable {
+    public var seed: UInt64
+    public var faults: String
+    public var traceHash: UInt64
+    public var events: Int
+    public var simulatedMilliseconds: UInt64
+    public var purchasesAcknowledged: Int
+    public var purchasesRefused: Int
+    public var refundsAcknowledged: Int
+    public var registrations: Int
+    public var retriesReplayed: Int
+    public var offlineRedemptionsRequested: Int
+    public var offlineRedemptionsServed: Int
+    public var messagesSent: Int
+    public var messagesLost: Int
+    public var partitions: Int
+    public var crashes: Int
+    public var convergenceMilliseconds: UInt64
+    public var hubEntries: Int
+    /// Purchases acknowledged per simulated minute, for the report's chart.
+    public var perMinute: [Int]
+    /// (simulated minute of a heal, milliseconds until every replica had caught up).
+    public var heals: [Int]
+}
+
+/// The deterministic simulator: one thread, one seeded generator, simulated clocks and a
+/// simulated network, driving the real sans-IO session machines (`EdgeSession`,
+/// `HubSession`), the real wire encoding and the real ledgers (`EdgeLedger`, `HubLedger`) on
+/// in-memory SQLite. A crash keeps exactly what was committed (every operation commits
+/// before it is acknowledged) and loses sessions, messages in flight and pending requests.
+/// The channel's encryption is left out (it is tested on its own): messages cross the
+/// simulated network as encoded `SyncMessage` bytes.
+public final class Simulation {
+    enum Event {
+        case visit
+        case deliver(store: Int, connection: UInt64, toHub: Bool, bytes: [UInt8])
+        case tick(store: Int)
+        case connect(store: Int)
+        case detectCut(store: Int, connection: UInt64)
+        case partition
+        case healPartition(id: Int)
+        case flap(store: Int, cut: Bool)
+        case crashStore(Int)
+        case restartStore(Int)
+        case crashHub
+        case restartHub
+    }
+
+    struct PendingPurchase {
+        var request: PurchaseRequest
+        var grant: [SlotWrite]
+        var rounds: Int
+        var redeemRequested: UInt64
+        var offline: Bool
+    }
+
+    final class Store {
+        let index: Int
+        let node: NodeID
+        let db: SQLiteConnection
+        let clock = NodeClock()
+        var ledger: EdgeLedger
+        var session: EdgeSession
+        var connection: UInt64?
+        var up = true
+        var online = false
+        var outageStarted: UInt64 = 0
+        var skew: Int64 = 0
+        var driftPPM: Int64 = 0
+        var pending: [UInt32: PendingPurchase] = [:]
+        var receipts = 0
+        var backoff: UInt64 = 250
+
+        init(index: Int, node: NodeID, db: SQLiteConnection, ledger: EdgeLedger, session: EdgeSession) {
+            self.index = index
+            self.node = node
+            self.db = db
+            self.ledger = ledger
+            self.session = session
+        }
+    }
+
+    struct Member {
+        var card: String
+        var home: Int
+        var registeredAt: Int
+        var purchases: [(store: Int, lane: String, receipt: String, amount: UInt64)] = []
+    }
+
+    struct Acknowledged {
+        var store: Int
+        var key: String
+        var amount: UInt64
+        var sequence: UInt64
+    }
+
+    let config: SimulationConfig
+    public let faults: FaultMix
+    var random: SimRandom
+    var queue = EventQueue<Event>()
+    var now: UInt64 = 0
+    var stores: [Store] = []
+    let hubDB: SQLiteConnection
+    let hubClock = NodeClock()
+    var hubLedger = HubLedger()
+    var hubUp = true
+    var hubSessions: [Int: (connection: UInt64, session: HubSession)] = [:]
+    var nextConnection: UInt64 = 1
+    var cut: Set<Int> = []
+    var partitionCuts: [Int: Set<Int>] = [:]
+    var nextPartition = 1
+    var members: [Member] = []
+    var zipf: Zipf
+    var acknowledged: [Acknowledged] = []
+    var trace = TraceHash()
+    var recent: [String] = []
+    public private(set) var fullTrace: [String] = []
+    var summary: SimulationSummary
+    var faultsActive = true
+    var workloadEnd: UInt64
+    var stopping = false
+    /// Simulated start: Monday 2026-11-02 00:00 UTC.
+    static let epoch: UInt64 = 1_793_577_600_000
+    static let syncInterval: UInt64 = 1_000
+    static let policy = OfflinePolicy()
+
+    public init(_ config: SimulationConfig) throws {
+        self.config = config
+        random = SimRandom(seed: config.seed)
+        faults = FaultMix.draw(&random)
+        hubDB = try HubLedger.open(path: ":memory:")
+        zipf = Zipf(count: max(1, config.members))
+        workloadEnd = UInt64(config.days * 86_400_000)
+        summary = SimulationSummary(
+            seed: config.seed, faults: faults.description, traceHash: 0, events: 0, simulatedMilliseconds: 0,
+            purchasesAcknowledged: 0, purchasesRefused: 0, refundsAcknowledged: 0, registrations: 0,
+            retriesReplayed: 0, offlineRedemptionsRequested: 0, offlineRedemptionsServed: 0, messagesSent: 0,
+            messagesLost: 0, partitions: 0, crashes: 0, convergenceMilliseconds: 0, hubEntries: 0, perMinute: [],
+            heals: [])
+        let hubClock = self.hubClock
+        hubLedger.now = { @Sendable () -> UInt64 in hubClock.local }
+        for index in 0..<config.stores {
+            var keyBytes = [UInt8](repeating: 7, count: 32)
+            let phoneKey = SecretBytes(consuming: &keyBytes)
+            let node = NodeID(UInt32(index + 1))
+            _ = try hubLedger.enroll(
+                hubDB, name: "store-\(index + 1)", partner: "partner-\(index % 3)",
+                key: SigningKeyPair.fromSeed(Array(repeating: UInt8(index % 251), count: 31) + [1]).publicKey)
+            var ledger = EdgeLedger(node: node, rules: PartnerRules(), policy: Self.policy, phoneKey: phoneKey)
+            let store = Store(
+                index: index, node: node, db: try EdgeLedger.openInMemory(), ledger: ledger,
+                session: Self.newSession(node, watermark: 0))
+            let clock = store.clock
+            ledger.now = { @Sendable () -> UInt64 in clock.local }
+            store.ledger = ledger
+            store.skew =
+                faults.maxSkewMilliseconds == 0
+                ? 0 : Int64(random.int(-Int(faults.maxSkewMilliseconds)...Int(faults.maxSkewMilliseconds)))
+            store.driftPPM =
+                faults.maxDriftPPM == 0 ? 0 : Int64(random.int(-Int(faults.maxDriftPPM)...Int(faults.maxDriftPPM)))
+            stores.append(store)
+        }
+    }
+
+    static func newSession(_ node: NodeID, watermark: UInt64) -> EdgeSession {
+        var session = EdgeSession(
+            configuration: .init(
+                node: node, batchSize: 256, retryAfterMilliseconds: 5_000, rightsTimeoutMilliseconds: 3_000),
+            feedWatermark: watermark)
+        session.hubWireMinor = WireVersion.minor
+        return session
+    }
+
+    static func card(_ index: Int) -> String {
+        let body = "47" + String(format: "%010d", index)
+        return body + String(CardNumber.checkDigit(forFirstTwelve: body.utf8.map { $0 - 48 }))
+    }
+
+    // MARK: Trace
+
+    func log(_ line: @autoclosure () -> String) {
+        let text = "\(now) \(line())"
+        trace.add(text)
+        if config.recordTrace { fullTrace.append(text) }
+        recent.append(text)
+        if recent.count > 60 { recent.removeFirst(recent.count - 40) }
+    }
+
+    func violation(_ check: String, _ detail: String) -> Violation {
+        Violation(seed: config.seed, check: check, detail: detail, trace: Array(recent.suffix(30)))
+    }
+
+    // MARK: Running
+
+    /// Runs the safety phase (workload under faults), heals everything, runs the liveness
+    /// phase until every replica converged, then checks every invariant.
+    public func run() throws -> SimulationSummary {
+        // Members known everywhere before the day starts: registered at their home stores.
+        for index in 0..<config.members {
+            try register(at: index % config.stores, index: index)
+        }
+        for store in stores.indices {
+            queue.push(UInt64(random.int(0...200)), .connect(store: store))
+            queue.push(Self.syncInterval + UInt64(store), .tick(store: store))
+        }
+        // Let the registrations spread before shoppers and faults arrive.
+        try runUntil(120_000)
+        let start = now
+        workloadEnd = start + UInt64(config.days * 86_400_000)
+        queue.push(start, .visit)
+        if faults.partitionsPerHour > 0 { schedulePartition() }
+        for store in stores.indices where faults.storeCrashesPerDay > 0 {
+            queue.push(
+                now + UInt64(random.exponential(mean: 86_400_000 / faults.storeCrashesPerDay)), .crashStore(store))
+        }
+        if faults.hubCrashesPerDay > 0 {
+            queue.push(now + UInt64(random.exponential(mean: 86_400_000 / faults.hubCrashesPerDay)), .crashHub)
+        }
+        try runUntil(workloadEnd)
+
+        // Heal: no more faults or shoppers; every partition lifted, every node restarted.
+        faultsActive = false
+        stopping = true
+        log("heal")
+        let healedAt = now
+        cut.removeAll()
+        partitionCuts.removeAll()
+        if !hubUp { try restartHub() }
+        for store in stores where !store.up { try restart(store.index) }
+        for store in stores where store.connection == nil { queue.push(now + 1, .connect(store: store.index)) }
+        var converged = false
+        while now < healedAt + config.convergenceBoundMilliseconds {
+            try runUntil(now + 1_000)
+            if try isConverged() {
+                converged = true
+                break
+            }
+        }
+        summary.convergenceMilliseconds = now - healedAt
+        guard converged else {
+            throw violation(
+                "convergence",
+                "replicas still differ \(config.convergenceBoundMilliseconds / 1000) s after healing: \(try divergence())"
+            )
+        }
+        try checkInvariants()
+        summary.traceHash = trace.value
+        summary.simulatedMilliseconds = now
+        summary.hubEntries = Int(try hubDB.scalar("SELECT COUNT(*) FROM entries") ?? 0)
+        return summary
+    }
+
+    func runUntil(_ end: UInt64) throws {
+        while let next = queue.peekTime, next <= end {
+            let (time, event) = queue.pop()!
+            now = time
+            summary.events += 1
+            try handle(event)
+        }
+        now = max(now, end)
+        for store in stores { setClock(store) }
+    }
+
+    func setClock(_ store: Store) {
+        let drift = Int64(now) * store.driftPPM / 1_000_000
+        store.clock.local = UInt64(Int64(Self.epoch) + Int64(now) + store.skew + drift)
+    }
+
+    func handle(_ event: Event) throws {
+        hubClock.local = Self.epoch + now
+        switch event {
+        case .visit:
+            guard now < workloadEnd, !stopping else { return }
+            try visit()
+            let minuteOfDay = Double((now / 60_000) % 1440)
+            let day = (now / 86_400_000) % 7
+            // Shops open 7:00–22:00 with a lunch and an evening peak; weekends are busier.
+            let hour = minuteOfDay / 60
+            var rhythm =
+                hour < 7 || hour >= 22 ? 0.02 : 0.5 + 0.5 * sin((hour - 7) / 15 * Double.pi * 2 - 1.2).magnitude
+            if day >= 5 { rhythm *= 1.3 }
+            let perMillisecond = config.visitsPerStorePerDay * Double(config.stores) * rhythm / 86_400_000 * 1.6
+            queue.push(now + max(1, UInt64(random.exponential(mean: 1 / max(perMillisecond, 1e-9)))), .visit)
+        case .deliver(let index, let connection, let toHub, let bytes):
+            try deliver(store: index, connection: connection, toHub: toHub, bytes: bytes)
+        case .tick(let index):
+            let store = stores[index]
+            queue.push(now + Self.syncInterval, .tick(store: index))
+            guard store.up else { return }
+            setClock(store)
+            if store.connection != nil { try execute(store, store.session.tick(now: now)) }
+        case .connect(let index):
+            try connect(index)
+        case .detectCut(let index, let connection):
+            if stores[index].connection == connection { try disconnect(index, reason: "link cut") }
+        case .partition:
+            guard faultsActive else { return }
+            startPartition()
+            schedulePartition()
+        case .healPartition(let id):
+            guard let lifted = partitionCuts.removeValue(forKey: id) else { return }
+            cut = partitionCuts.values.reduce(into: Set<Int>()) { $0.formUnion($1) }
+            log("partition \(id) healed (\(lifted.count) links)")
+            summary.heals.append(Int(now / 60_000))
+            for index in lifted where stores[index].connection == nil { queue.push(now + 1, .connect(store: index)) }
+        case .flap(let index, let isCut):
+            guard faultsActive else { return }
+            if isCut { cut.insert(index) } else { cut.remove(index) }
+            log("flap store-\(index + 1) \(isCut ? "cut" : "restored")")
+            if isCut, let connection = stores[index].connection {
+                queue.push(now + UInt64(random.int(500...3_000)), .detectCut(store: index, connection: connection))
+            } else if !isCut {
+                queue.push(now + 1, .connect(store: index))
+            }
+        case .crashStore(let index):
+            guard faultsActive else { return }
+            try crash(index)
+            queue.push(now + UInt64(random.int(5_000...300_000)), .restartStore(index))
+            queue.push(
+                now + UInt64(random.exponential(mean: 86_400_000 / faults.storeCrashesPerDay)), .crashStore(index))
+        case .restartStore(let index):
+            if !stores[index].up { try restart(index) }
+        case .crashHub:
+            guard faultsActive, hubUp else { return }
+            hubUp = false
+            summary.crashes += 1
+            log("hub crash")
+            for index in stores.indices where stores[index].connection != nil {
+                try disconnect(index, reason: "hub crash")
+            }
+            hubSessions.removeAll()
+            queue.push(now + UInt64(random.int(5_000...120_000)), .restartHub)
+            queue.push(now + UInt64(random.exponential(mean: 86_400_000 / faults.hubCrashesPerDay)), .crashHub)
+        case .restartHub:
+            if !hubUp { try restartHub() }
+        }
+    }
+
+    // MARK: Faults
+
+    func schedulePartition() {
+        let wait = random.exponential(mean: 3_600_000 / faults.partitionsPerHour)
+        queue.push(now + UInt64(wait), .partition)
+    }
+
+    func startPartition() {
+        let shape = random.int(0...3)
+        let id = nextPartition
+        nextPartition += 1
+        summary.partitions += 1
+        let length = UInt64(random.exponential(mean: faults.partitionMeanMinutes * 60_000)) + 10_000
+        var links = Set<Int>()
+        switch shape {
+        case 0: links = [random.int(0...(stores.count - 1))]
+        case 1:
+            let region = random.int(0...(config.regions - 1))
+            links = Set(stores.indices.filter { $0 % config.regions == region })
+        case 2: links = Set(stores.indices)  // the hub is cut off from everyone
+        default:
+            // Flapping: links cut and restored one by one, in random order.
+            let chosen = stores.indices.filter { _ in random.chance(0.5) }
+            var at = now
+            for index in chosen.shuffled(using: &random) {
+                at += UInt64(random.int(1_000...60_000))
+                queue.push(at, .flap(store: index, cut: true))
+                queue.push(at + UInt64(random.int(5_000...120_000)), .flap(store: index, cut: false))
+            }
+            log("partition \(id): flapping \(chosen.count) links")
+            return
+        }
+        log("partition \(id): shape \(shape), \(links.count) links for \(length / 1000) s")
+        partitionCuts[id] = links
+        cut.formUnion(links)
+        for index in links {
+            if let connection = stores[index].connection {
+                queue.push(now + UInt64(random.int(500...3_000)), .detectCut(store: index, connection: connection))
+            }
+        }
+        queue.push(now + length, .healPartition(id: id))
+    }
+
+    func crash(_ index: Int) throws {
+        let store = stores[index]
+        guard store.up else { return }
+        summary.crashes += 1
+        log("crash store-\(index + 1)")
+        if store.connection != nil { try disconnect(index, reason: "crash") }
+        store.up = false
+        store.pending.removeAll()  // POS requests waiting on the hub are never answered
+    }
+
+    func restart(_ index: Int) throws {
+        let store = stores[index]
+        store.up = true
+        setClock(store)
+        // As EdgeNode starts: a fresh session resuming from the committed feed watermark.
+        let watermark = try store.ledger.status(store.db).feedWatermark
+        store.session = Self.newSession(store.node, watermark: watermark)
+        store.backoff = 250
+        log("restart store-\(index + 1) at watermark \(watermark)")
+        queue.push(now + 1, .connect(store: index))
+    }
+
+    func restartHub() throws {
+        hubUp = true
+        log("hub restart")
+        for index in stores.indices where stores[index].up && stores[index].connection == nil {
+            queue.push(now + UInt64(random.int(1...2_000)), .connect(store: index))
+        }
+    }
+
+    // MARK: Connections and messages
+
+    func connect(_ index: Int) throws {
+        let store = stores[index]
+        guard store.up, store.connection == nil else { return }
+        guard hubUp, !cut.contains(index) else {
+            // Jittered exponential backoff, as the uplink does.
+            let jittered = store.backoff / 2 + UInt64(random.int(0...Int(store.backoff / 2)))
+            store.backoff = min(store.backoff * 2, 5_000)
+            queue.push(now + jittered, .connect(store: index))
+            return
+        }
+        let connection = nextConnection
+        nextConnection += 1
+        store.connection = connection
+        store.backoff = 250
+        hubSessions[index] = (connection, HubSession(store: store.node))
+        setClock(store)
+        log("connect store-\(index + 1) #\(connection)")
+        try execute(store, store.session.connected(now: now))
+    }
+
+    func disconnect(_ index: Int, reason: String) throws {
+        let store = stores[index]
+        guard store.connection != nil else { return }
+        log("disconnect store-\(index + 1): \(reason)")
+        store.connection = nil
+        hubSessions[index] = nil
+        if store.online {
+            store.online = false
+            store.outageStarted = store.clock.local
+        }
+        try execute(store, store.session.disconnected())
+        if store.up { queue.push(now + store.backoff, .connect(store: index)) }
+    }
+
+    func send(_ index: Int, toHub: Bool, _ message: SyncMessage) {
+        guard let connection = stores[index].connection else { return }
+        summary.messagesSent += 1
+        if cut.contains(index) || (faultsActive && random.chance(faults.loss)) {
+            summary.messagesLost += 1
+            return
+        }
+        let bytes = message.encoded
+        let copies = faultsActive && random.chance(faults.duplication) ? 2 : 1
+        for _ in 0..<copies {
+            let latency =
+                faults.latencyMilliseconds + UInt64(random.int(0...Int(faults.latencySpreadMilliseconds)))
+            queue.push(now + latency, .deliver(store: index, connection: connection, toHub: toHub, bytes: bytes))
+        }
+    }
+
+    func deliver(store index: Int, connection: UInt64, toHub: Bool, bytes: [UInt8]) throws {
+        let store = stores[index]
+        guard store.connection == connection, !cut.contains(index) else { return }
+        let message = try SyncMessage(decoding: bytes)
+        if toHub {
+            guard hubUp, var entry = hubSessions[index], entry.connection == connection else { return }
+            let actions = entry.session.received(message)
+            hubSessions[index] = entry
+            try executeHub(index, actions)
+        } else {
+            setClock(store)
+            try execute(store, store.session.received(message, now: now))
+        }
+    }
+
+    // MARK: The store's driver (as Uplink does it)
+
+    func execute(_ store: Store, _ actions: [EdgeSession.Action]) throws {
+        for action in actions {
+            switch action {
+            case .send(let message):
+                send(store.index, toHub: true, message)
+            case .loadPush(let after, let limit):
+                let entries = try store.db.transaction {
+                    try store.ledger.preparePush(store.db, after: after, limit: limit)
+                }
+                try execute(store, store.session.entriesLoaded(entries, now: now))
+            case .recordAck(let upTo):
+                try store.db.transaction { try store.ledger.acknowledge(store.db, upTo: upTo) }
+            case .applyChanges(let entries, let upTo, let more):
+                do {
+                    try store.db.transaction { _ = try store.ledger.applyFeed(store.db, entries, upTo: upTo) }
+                    try execute(store, store.session.changesApplied(upTo: upTo, more: more, now: now))
+                } catch {
+                    log("store-\(store.index + 1) refused changes: \(error)")
+                    try execute(store, store.session.changesRefused("\(error)"))
+                }
+            case .rightsGranted(let id, let writes):
+                if var pending = store.pending.removeValue(forKey: id) {
+                    pending.grant += writes
+                    try purchase(store, pending)
+                }
+            case .rightsFailed(let id, _):
+                if store.pending.removeValue(forKey: id) != nil { summary.purchasesRefused += 1 }
+            case .promoResolved:
+                break
+            case .wentOnline:
+                store.online = true
+                log("store-\(store.index + 1) online")
+            case .applyRules:
+                break
+            case .close(let reason):
+                try disconnect(store.index, reason: reason)
+            }
+        }
+    }
+
+    // MARK: The hub's driver (as StoreSession does it)
+
+    func executeHub(_ index: Int, _ actions: [HubSession.Action]) throws {
+        let node = stores[index].node
+        for action in actions {
+            guard var entry = hubSessions[index] else { return }
+            var next: [HubSession.Action] = []
+            switch action {
+            case .send(let message): send(index, toHub: false, message)
+            case .loadHighWater(let origin):
+                next = entry.session.highWaterLoaded(try hubLedger.originHighWater(hubDB, origin: origin))
+            case .merge(let entries):
+                do {
+                    let high = try hubDB.transaction { try hubLedger.merge(hubDB, from: node, entries: entries) }
+                    next = entry.session.merged(upTo: high)
+                } catch let error as MergeError {
+                    log("hub refused a push of store-\(index + 1): \(error)")
+                    next = entry.session.mergeRefused(error.description)
+                }
+            case .loadFeed(let after, let limit, let excluding):
+                let feed = try hubLedger.feed(hubDB, after: after, limit: limit, excluding: excluding)
+                next = entry.session.feedLoaded(feed.entries, upTo: feed.upTo, more: feed.more)
+            case .grant(let id, let member, let account, let points):
+                let grant = try hubDB.transaction {
+                    try hubLedger.grant(hubDB, member: member, account: account, to: node, points: points)
+                }
+                next = entry.session.granted(requestID: id, granted: grant.granted, entry: grant.entry)
+            case .activatePromo(let id, _, _):
+                next = entry.session.promoResolved(requestID: id, points: 0, entry: nil, refusal: "not simulated")
+            case .loadRules:
+                next = entry.session.rulesLoaded(version: 0, document: nil)
+            case .storeOnline, .recordTelemetry:
+                break
+            case .close(let reason):
+                log("hub closes store-\(index + 1): \(reason)")
+                hubSessions[index] = nil
+                try disconnect(index, reason: "hub closed: \(reason)")
+                return
+            }
+            hubSessions[index] = entry
+            try executeHub(index, next)
+        }
+    }
+
+    // MARK: Workload
+
+    func register(at storeIndex: Int, index: Int) throws {
+        let store = stores[storeIndex]
+        setClock(store)
+        let card = Self.card(index)
+        let referrer: String? =
+            members.isEmpty || !random.chance(0.1)
+            ? nil : try memberID(store, card: members[random.int(0...(members.count - 1))].card)
+        do {
+            _ = try store.db.transaction {
+                try store.ledger.register(store.db, card: card, phone: nil, referrer: referrer)
+            }
+            members.append(Member(card: card, home: storeIndex, registeredAt: Int(now)))
+            zipf.grow(to: members.count)
+            summary.registrations += 1
+            log("register \(card) at store-\(storeIndex + 1)")
+            try execute(store, store.session.localChange())
+        } catch let error as PosError {
+            log("register refused at store-\(storeIndex + 1): \(error)")
+        }
+    }
+
+    func memberID(_ store: Store, card: String) throws -> String? {
+        (try? store.ledger.identify(store.db, card: card, phone: nil))?.id.description
+    }
+
+    func visit() throws {
+        if random.chance(0.02) {
+            try register(at: random.int(0...(stores.count - 1)), index: members.count)
+            return
+        }
+        guard !members.isEmpty else { return }
+        let memberIndex = zipf.sample(&random) % members.count
+        let member = members[memberIndex]
+        let storeIndex = random.chance(0.8) ? member.home : random.int(0...(stores.count - 1))
+        let store = stores[storeIndex]
+        guard store.up else { return }  // the store is down: the shopper goes elsewhere
+        setClock(store)
+        if let last = member.purchases.last, last.store == storeIndex, random.chance(0.03) {
+            try refund(store, memberIndex: memberIndex, original: last)
+            return
+        }
+        if let last = member.purchases.last, last.store == storeIndex, random.chance(0.02) {
+            try retry(store, last: last)
+            return
+        }
+        store.receipts += 1
+        let amount = UInt64(random.int(50...40_000)) * 100
+        var redeem: UInt64 = 0
+        if random.chance(0.2), let view = try? store.ledger.identify(store.db, card: member.card, phone: nil),
+            view.balance > 0
+        {
+            redeem = UInt64(random.int(1...Int(min(view.balance, Int64(amount / 100 / 2)))))
+        }
+        let request = PurchaseRequest(
+            card: member.card, amountMinor: amount, redeemPoints: redeem, lane: "\(random.int(1...4))",
+            receipt: "S\(storeIndex + 1)-\(store.receipts)")
+        if redeem > 0, !store.online { summary.offlineRedemptionsRequested += 1 }
+        try purchase(
+            store,
+            PendingPurchase(request: request, grant: [], rounds: 2, redeemRequested: redeem, offline: !store.online))
+    }
+
+    func connectivity(_ store: Store) -> Connectivity {
+        store.online
+            ? .online(now: store.clock.local) : .offline(since: store.outageStarted, now: store.clock.local)
+    }
+
+    func purchase(_ store: Store, _ pending: PendingPurchase) throws {
+        setClock(store)
+        let outcome: PurchaseOutcome
+        do {
+            outcome = try store.db.transaction {
+                try store.ledger.purchase(
+                    store.db, pending.request, grant: pending.grant, connectivity: connectivity(store))
+            }
+        } catch let error as PosError {
+            summary.purchasesRefused += 1
+            log("purchase \(pending.request.receipt) refused at store-\(store.index + 1): \(error.code)")
+            return
+        }
+        switch outcome {
+        case .completed(let receipt):
+            summary.purchasesAcknowledged += 1
+            if pending.offline && pending.redeemRequested > 0 { summary.offlineRedemptionsServed += 1 }
+            let minute = Int(now / 60_000)
+            if summary.perMinute.count <= minute {
+                summary.perMinute += Array(repeating: 0, count: minute + 1 - summary.perMinute.count)
+            }
+            summary.perMinute[minute] += 1
+            acknowledged.append(
+                Acknowledged(
+                    store: store.index, key: "\(pending.request.lane)/\(pending.request.receipt)",
+                    amount: pending.request.amountMinor, sequence: receipt.sequence))
+            if let index = members.firstIndex(where: { $0.card == pending.request.card }) {
+                members[index].purchases.append(
+                    (store.index, pending.request.lane, pending.request.receipt, pending.request.amountMinor))
+            }
+            log(
+                "purchase \(pending.request.receipt) at store-\(store.index + 1): seq \(receipt.sequence), +\(receipt.pointsEarned) -\(receipt.pointsRedeemed)"
+            )
+            try execute(store, store.session.localChange())
+        case .needsRights(let member, let account, let shortfall, _):
+            guard pending.rounds > 0, store.session.isOnline else {
+                summary.purchasesRefused += 1
+                return
+            }
+            let (id, actions) = store.session.requestRights(
+                member: member, account: account, points: shortfall, now: now)
+            var next = pending
+            next.rounds -= 1
+            store.pending[id] = next
+            try execute(store, actions)
+        }
+    }
+
+    func refund(_ store: Store, memberIndex: Int, original: (store: Int, lane: String, receipt: String, amount: UInt64))
+        throws
+    {
+        store.receipts += 1
+        let partial = random.chance(0.5) ? original.amount / 2 : nil
+        let request = RefundRequest(
+            lane: original.lane, receipt: "R\(store.index + 1)-\(store.receipts)", originalLane: original.lane,
+            originalReceipt: original.receipt, amountMinor: partial)
+        do {
+            let receipt = try store.db.transaction { try store.ledger.refund(store.db, request) }
+            summary.refundsAcknowledged += 1
+            acknowledged.append(
+                Acknowledged(
+                    store: store.index, key: "\(request.lane)/\(request.receipt)", amount: receipt.amountMinor,
+                    sequence: receipt.sequence))
+            log(
+                "refund \(request.receipt) of \(original.receipt): -\(receipt.pointsReversed) +\(receipt.pointsReturned)"
+            )
+            try execute(store, store.session.localChange())
+        } catch let error as PosError {
+            log("refund of \(original.receipt) refused: \(error.code)")
+        }
+    }
+
+    /// A POS retrying a purchase it already got an answer for: it must get the same answer.
+    func retry(_ store: Store, last: (store: Int, lane: String, receipt: String, amount: UInt64)) throws {
+        guard
+            let first = acknowledged.last(where: { $0.store == store.index && $0.key == "\(last.lane)/\(last.receipt)" }
+            )
+        else { return }
+        guard let row = try store.db.query("SELECT entry FROM log WHERE idem_key = ?", [.text(first.key)]).first,
+            case .purchase(let record) = try LogEntry(decoding: row.blob(0)).operation
+        else { return }
+        let card =
+            members.first { $0.purchases.contains { $0.receipt == last.receipt && $0.store == store.index } }?.card
+            ?? ""
+        let request = PurchaseRequest(
+            card: card, amountMinor: last.amount, redeemPoints: record.pointsRedeemed, lane: last.lane,
+            receipt: last.receipt)
+        let outcome = try store.db.transaction {
+            try store.ledger.purchase(store.db, request, connectivity: connectivity(store))
+        }
+        guard case .completed(let receipt) = outcome, receipt.replayed, receipt.sequence == first.sequence else {
+            throw violation("idempotency", "retrying \(first.key) at store-\(store.index + 1) answered \(outcome)")
+        }
+        summary.retriesReplayed += 1
+        log("retry \(first.key) replayed seq \(receipt.sequence)")
+    }
+
+    // MARK: Checks
+
+    func slotsDigest(_ db: SQLiteConnection) throws -> [[SQLiteValue]] {
+        try db.query("SELECT member, account, kind, from_node, to_node, value FROM slots ORDER BY 1, 2, 3, 4, 5").map(
+            \.values)
+    }
+
+    func isConverged() throws -> Bool {
+        guard stores.allSatisfy({ $0.up && $0.online }) else { return false }
+        let hubFeed = UInt64(try hubDB.scalar("SELECT COALESCE(MAX(feed_seq), 0) FROM entries") ?? 0)
+        for store in stores {
+            let status = try store.ledger.status(store.db)
+            guard status.acknowledgedSequence == status.lastSequence, status.feedWatermark == hubFeed else {
+                return false
+            }
+        }
+        let hubSlots = try slotsDigest(hubDB)
+        return try stores.allSatisfy { try slotsDigest($0.db) == hubSlots }
+    }
+
+    func divergence() throws -> String {
+        let hubFeed = try hubDB.scalar("SELECT COALESCE(MAX(feed_seq), 0) FROM entries") ?? 0
+        return try stores.map { store in
+            let status = try store.ledger.status(store.db)
+            return
+                "store-\(store.index + 1) up \(store.up) online \(store.online) log \(status.lastSequence) acked \(status.acknowledgedSequence) feed \(status.feedWatermark)/\(hubFeed)"
+        }.joined(separator: "; ")
+    }
+
+    func checkInvariants() throws {
+        // Every acknowledged operation is at the hub exactly once, with its amount.
+        var seen: [String: Int] = [:]
+        var operations: [MemberID: (earned: Int64, spent: Int64, reversed: Int64, uncovered: Int64)] = [:]
+        var replayed = ReplicaState()
+        for row in try hubDB.query("SELECT entry FROM entries ORDER BY feed_seq") {
+            let entry = try LogEntry(decoding: row.blob(0))
+            _ = replayed.apply(entry.effects)
+            if !entry.idempotencyKey.isEmpty {
+                seen["\(entry.origin.rawValue)|\(entry.idempotencyKey)", default: 0] += 1
+            }
+            switch entry.operation {
+            case .purchase(let purchase):
+                operations[purchase.member, default: (0, 0, 0, 0)].earned += Int64(purchase.pointsEarned)
+                operations[purchase.member, default: (0, 0, 0, 0)].spent += Int64(purchase.pointsRedeemed)
+                operations[purchase.member, default: (0, 0, 0, 0)].uncovered += Int64(purchase.uncoveredPoints)
+            case .refund(let refund):
+                operations[refund.member, default: (0, 0, 0, 0)].earned -= Int64(refund.pointsReversed)
+                operations[refund.member, default: (0, 0, 0, 0)].spent -= Int64(refund.pointsReturned)
+                operations[refund.member, default: (0, 0, 0, 0)].reversed += Int64(refund.pointsReversed)
+            case .expiry(let member, let points, _):
+                operations[member, default: (0, 0, 0, 0)].spent += Int64(points)
+            default: break
+            }
+        }
+        for ack in acknowledged {
+            let key = "\(stores[ack.store].node.rawValue)|\(ack.key)"
+            guard seen[key] == 1 else {
+                throw violation(
+                    "no acknowledged operation lost or doubled", "\(key) is at the hub \(seen[key] ?? 0) times")
+            }
+        }
+        // Conservation, no overdraft beyond the allowance, rights conserved.
+        for (member, figures) in operations {
+            let counter = try hubLedger.counter(hubDB, member: member, account: .main)
+            guard counter.balance == figures.earned - figures.spent else {
+                throw violation(
+                    "conservation",
+                    "member \(member): balance \(counter.balance), the log says \(figures.earned - figures.spent)")
+            }
+            guard counter.balance + figures.reversed + figures.uncovered >= 0 else {
+                throw violation("no overdraft", "member \(member) at \(counter.balance) beyond refunds and allowance")
+            }
+            let rights = ([NodeID.hub] + stores.map(\.node)).reduce(Int64(0)) { $0 + counter.rights($1) }
+            guard rights == counter.balance else {
+                throw violation(
+                    "rights conserved", "member \(member): rights sum \(rights), balance \(counter.balance)")
+            }
+            let fromLog = replayed.counter(AccountKey(member: member, account: .main))
+            guard fromLog.balance == counter.balance else {
+                throw violation(
+                    "slots equal the log", "member \(member): replayed \(fromLog.balance), stored \(counter.balance)")
+            }
+        }
+    }
+}

@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug
 
-.PHONY: bootstrap build demo test fuzz bench bench-sync bench-channel bench-edge lint clean
+.PHONY: bootstrap build demo test fuzz simulate bench bench-sync bench-channel bench-edge lint clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -19,6 +19,14 @@ test: bootstrap
 	$(SWIFT) build --build-tests
 	scripts/fuzz 20
 	$(SWIFT) test --skip-build --parallel --num-workers 2
+
+## make simulate: the standard deterministic scenario (6 stores, 300 members, one day) over 5 seeds,
+## with a JSON summary and an HTML report in .build/simulate/ (opens nothing).
+simulate: bootstrap
+	$(SWIFT) build -c release --product simulate
+	mkdir -p .build/simulate
+	.build/release/simulate run --seed 1 --sweep 5 --stores 6 --members 300 --days 1 \
+		--json .build/simulate/summary.json --report .build/simulate/report.html
 
 ## make fuzz: libFuzzer over the wire decoders and the channel's first flight (5 minutes).
 fuzz: bootstrap

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Harness
 import NodeKit
+import Simulator
 
 #if canImport(Glibc)
     import Glibc
@@ -12,7 +13,7 @@ struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simulate",
         abstract: "Run the loyalty network under test: the narrated demo, and the tools the harness uses.",
-        subcommands: [Demo.self, Relay.self])
+        subcommands: [Run.self, Replay.self, Demo.self, Relay.self])
 }
 
 /// Keeps the demo's cluster reachable from the signal handler.
@@ -117,5 +118,118 @@ extension Simulate {
             _ = parentWatch
             loop.shutdown()
         }
+    }
+}
+
+/// The options a simulated world is made of.
+struct WorldOptions: ParsableArguments {
+    @Option(help: "The seed: the whole run (workload, faults, clocks) follows from it.")
+    var seed: UInt64?
+    @Option(help: "Stores in the chain.") var stores: Int = 6
+    @Option(help: "Members registered before the day starts (more register during it).") var members: Int = 300
+    @Option(help: "Simulated days of trading.") var days: Double = 1
+    @Option(help: "Shoppers per store per day at the busiest rhythm.") var visits: Double = 400
+
+    func validate() throws {
+        guard (1...2_000).contains(stores) else { throw ValidationError("--stores must be 1 to 2,000") }
+        guard (0...10_000_000).contains(members) else { throw ValidationError("--members must be 0 to 10,000,000") }
+        guard days > 0, days <= 30 else { throw ValidationError("--days must be above 0 and at most 30") }
+    }
+
+    func config(seed: UInt64) -> SimulationConfig {
+        var config = SimulationConfig(seed: seed, stores: stores, members: members, days: days)
+        config.visitsPerStorePerDay = visits
+        return config
+    }
+
+    var replayCommand: String { "--stores \(stores) --members \(members) --days \(days) --visits \(visits)" }
+}
+
+extension Simulate {
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Simulate a chain's day deterministically: real session machines and ledgers, a simulated network with loss, duplication, reordering, partitions, crashes and clock skew; then heal and check that every replica converged and nothing was lost.",
+            discussion:
+                "A violation prints the seed, the invariant and the last events; `simulate replay` with the same options reproduces it bit for bit."
+        )
+        @OptionGroup var world: WorldOptions
+        @Option(help: "Run this many seeds, from --seed on.") var sweep: Int = 1
+        @Option(help: "Write the summaries as JSON to this file.") var json: String?
+        @Option(help: "Write a self-contained HTML report (SVG charts) to this file.") var report: String?
+
+        func run() throws {
+            let first = world.seed ?? UInt64(Date().timeIntervalSince1970 * 1000) % 1_000_000_007
+            var summaries: [SimulationSummary] = []
+            for seed in first..<(first + UInt64(max(1, sweep))) {
+                let started = Date()
+                do {
+                    let summary = try Simulation(world.config(seed: seed)).run()
+                    summaries.append(summary)
+                    print(line(summary, wall: Date().timeIntervalSince(started)))
+                } catch let violation as Violation {
+                    print("\nFAILED \(violation)")
+                    print("\nreproduce: simulate replay --seed \(seed) \(world.replayCommand)")
+                    throw ExitCode.failure
+                }
+            }
+            if let json {
+                try JSONValue.array(summaries.map(\.json)).jsonLine.write(
+                    toFile: json, atomically: true, encoding: .utf8)
+            }
+            if let report {
+                try SimulationReport.html(summaries).write(toFile: report, atomically: true, encoding: .utf8)
+                print("report: \(report)")
+            }
+        }
+    }
+
+    struct Replay: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run one seed again and print every event: the same options give the same trace, bit for bit.")
+        @OptionGroup var world: WorldOptions
+
+        func run() throws {
+            guard let seed = world.seed else { throw ValidationError("--seed is required") }
+            var config = world.config(seed: seed)
+            config.recordTrace = true
+            let simulation = try Simulation(config)
+            do {
+                let summary = try simulation.run()
+                for event in simulation.fullTrace { print(event) }
+                print(line(summary, wall: 0))
+            } catch let violation as Violation {
+                for event in simulation.fullTrace { print(event) }
+                print("\nFAILED \(violation.check): \(violation.detail)")
+                throw ExitCode.failure
+            }
+        }
+    }
+}
+
+func line(_ summary: SimulationSummary, wall: Double) -> String {
+    "seed \(summary.seed): ok, trace \(String(summary.traceHash, radix: 16)), \(summary.events) events"
+        + String(format: " in %.1f s", wall)
+        + "; \(summary.purchasesAcknowledged) purchases, \(summary.purchasesRefused) refused, \(summary.refundsAcknowledged) refunds,"
+        + " \(summary.registrations) registrations, \(summary.retriesReplayed) retries replayed;"
+        + " offline redemptions \(summary.offlineRedemptionsServed)/\(summary.offlineRedemptionsRequested) served;"
+        + " \(summary.partitions) partitions, \(summary.crashes) crashes, \(summary.messagesLost)/\(summary.messagesSent) messages lost;"
+        + " converged \(summary.convergenceMilliseconds) ms after healing\n  faults: \(summary.faults)"
+}
+
+extension SimulationSummary {
+    var json: JSONValue {
+        .object([
+            "seed": .int(Int64(bitPattern: seed)), "faults": .string(faults),
+            "trace": .string(String(traceHash, radix: 16)), "events": .int(Int64(events)),
+            "simulatedMs": .int(Int64(simulatedMilliseconds)),
+            "purchases": .int(Int64(purchasesAcknowledged)), "refused": .int(Int64(purchasesRefused)),
+            "refunds": .int(Int64(refundsAcknowledged)), "registrations": .int(Int64(registrations)),
+            "offlineRedemptionsRequested": .int(Int64(offlineRedemptionsRequested)),
+            "offlineRedemptionsServed": .int(Int64(offlineRedemptionsServed)),
+            "partitions": .int(Int64(partitions)), "crashes": .int(Int64(crashes)),
+            "messagesSent": .int(Int64(messagesSent)), "messagesLost": .int(Int64(messagesLost)),
+            "convergenceMs": .int(Int64(convergenceMilliseconds)), "hubEntries": .int(Int64(hubEntries)),
+        ])
     }
 }

@@ -1,1 +1,76 @@
+import Foundation
+import NodeKit
+import SyncProtocol
 import Testing
+
+@testable import Simulator
+
+/// A small world: three stores, a morning of trading (the day starts at midnight; shops
+/// open at 7:00), so a run takes seconds in a debug build.
+func smallWorld(_ seed: UInt64) -> SimulationConfig {
+    var config = SimulationConfig(seed: seed, stores: 3, members: 40, days: 0.4)
+    config.visitsPerStorePerDay = 300
+    return config
+}
+
+@Suite struct SimulatorTests {
+    @Test func twoRunsOfOneSeedGiveIdenticalTraces() throws {
+        var config = smallWorld(42)
+        config.recordTrace = true
+        let first = try Simulation(config)
+        let second = try Simulation(config)
+        let a = try first.run()
+        let b = try second.run()
+        #expect(a == b)
+        #expect(first.fullTrace == second.fullTrace && first.fullTrace.count > 200)
+        #expect(a.purchasesAcknowledged > 50, "the morning had shoppers: \(a)")
+        let other = try Simulation(smallWorld(43)).run()
+        #expect(other.traceHash != a.traceHash, "another seed is another world")
+    }
+
+    @Test(arguments: 1...8 as ClosedRange<UInt64>)
+    func everyInvariantHoldsAcrossASweepOfSeeds(seed: UInt64) throws {
+        let summary = try Simulation(smallWorld(seed)).run()
+        #expect(summary.purchasesAcknowledged > 0)
+        #expect(summary.convergenceMilliseconds <= smallWorld(seed).convergenceBoundMilliseconds)
+    }
+
+    /// Seeds kept in Simulations/regression-seeds.txt run on every test pass.
+    @Test func theKeptSeedsStillPass() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Simulations/regression-seeds.txt")
+        let seeds = try String(contentsOf: file, encoding: .utf8).split(separator: "\n")
+            .compactMap { line in UInt64(line.split(separator: "#").first?.trimmingCharacters(in: .whitespaces) ?? "") }
+        #expect(!seeds.isEmpty)
+        for seed in seeds { _ = try Simulation(smallWorld(seed)).run() }
+    }
+
+    @Test func theFaultMixRangesFromCalmToHostile() {
+        let mixes = (0..<200 as Range<UInt64>).map { seed -> FaultMix in
+            var random = SimRandom(seed: seed)
+            return FaultMix.draw(&random)
+        }
+        #expect(mixes.contains { $0.loss == 0 && $0.partitionsPerHour == 0 && $0.storeCrashesPerDay == 0 })
+        #expect(mixes.contains { $0.loss > 0.05 && $0.partitionsPerHour > 1 && $0.storeCrashesPerDay > 1 })
+    }
+
+    @Test func theCheckersCatchALostOperationAndADivergedReplica() throws {
+        let simulation = try Simulation(smallWorld(7))
+        _ = try simulation.run()
+        #expect(try simulation.isConverged())
+        // A replica whose counter slot differs is not converged.
+        let store = simulation.stores[1]
+        try store.db.execute("UPDATE slots SET value = value + 1 WHERE member = (SELECT member FROM slots LIMIT 1)")
+        #expect(try !simulation.isConverged())
+        // An acknowledged purchase missing at the hub is reported with the seed.
+        guard let lost = simulation.acknowledged.first else {
+            Issue.record("no acknowledged operation")
+            return
+        }
+        try simulation.hubDB.run(
+            "DELETE FROM entries WHERE origin = ? AND seq = ?",
+            [.int(Int(simulation.stores[lost.store].node.rawValue)), .uint(lost.sequence)])
+        let violation = #expect(throws: Violation.self) { try simulation.checkInvariants() }
+        #expect(violation?.seed == 7 && violation?.check == "no acknowledged operation lost or doubled")
+    }
+}

@@ -160,8 +160,11 @@ public final class LocalCluster: @unchecked Sendable {
         guard let id = UInt32(idText) else { throw HarnessError("hub store enroll printed \(idText)") }
         let relayPort = try Self.freePort()
         let relay = try launch(
-            "simulate", ["relay", "--listen", "127.0.0.1:\(relayPort)", "--to", "127.0.0.1:\(hubPort)"],
-            log: "relay-\(name).log")
+            "simulate",
+            [
+                "relay", "--listen", "127.0.0.1:\(relayPort)", "--to", "127.0.0.1:\(hubPort)", "--faults",
+                faultsFile(name).path,
+            ], log: "relay-\(name).log")
         try waitForPort(relayPort, what: "relay for \(name)")
         let posPort = try Self.freePort()
         let socketPath = workDirectory.appendingPathComponent("\(name).sock").path
@@ -276,6 +279,33 @@ public final class LocalCluster: @unchecked Sendable {
         guard let handle = stores[store] else { throw HarnessError("no store \(store)") }
         kill(handle.relayPID, SIGUSR2)
     }
+
+    private func faultsFile(_ store: String) -> URL { workDirectory.appendingPathComponent("faults-\(store).txt") }
+
+    /// Degrades the store's link: latency, bandwidth, or a one-way partition (`LinkFaults()` heals it).
+    public func degrade(_ store: String, _ faults: LinkFaults) throws {
+        guard let handle = stores[store] else { throw HarnessError("no store \(store)") }
+        try faults.description.write(to: faultsFile(store), atomically: true, encoding: .utf8)
+        kill(handle.relayPID, SIGHUP)
+    }
+
+    /// Drops the store's relayed connections at once (a reset); it reconnects.
+    public func resetLink(_ store: String) throws {
+        guard let handle = stores[store] else { throw HarnessError("no store \(store)") }
+        try "reset".write(to: faultsFile(store), atomically: true, encoding: .utf8)
+        kill(handle.relayPID, SIGHUP)
+    }
+
+    /// Whether the store's process is running.
+    public func isRunning(_ store: String) -> Bool { storeProcesses[store]?.isRunning ?? false }
+
+    /// The store's database file.
+    public func storeDatabase(_ store: String) -> String {
+        workDirectory.appendingPathComponent(store).appendingPathComponent("edge.sqlite").path
+    }
+
+    /// The hub's database file.
+    public var hubDatabase: String { hubData + "/hub.sqlite" }
 
     // MARK: Helpers
 

@@ -13,7 +13,7 @@ struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simulate",
         abstract: "Run the loyalty network under test: the narrated demo, and the tools the harness uses.",
-        subcommands: [Run.self, Replay.self, Demo.self, Relay.self])
+        subcommands: [Run.self, Replay.self, Chaos.self, Demo.self, Relay.self])
 }
 
 /// Keeps the demo's cluster reachable from the signal handler.
@@ -81,12 +81,17 @@ extension Simulate {
 
     struct Relay: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Forward TCP from one address to another; SIGUSR1 cuts the link, SIGUSR2 restores it.")
+            abstract: "Forward TCP from one address to another; SIGUSR1 cuts the link, SIGUSR2 restores it.",
+            discussion:
+                "With --faults FILE, SIGHUP reads the file again: `latency=MS bandwidth=BYTES_PER_S drop=up|down|none` (any subset) degrades the link, `reset` drops its connections once."
+        )
 
         @Option(help: "Address to listen on, HOST:PORT.")
         var listen: String
         @Option(help: "Address to forward to, HOST:PORT.")
         var to: String
+        @Option(help: "A file of link faults, read again on SIGHUP.")
+        var faults: String?
 
         func run() throws {
             guard let listenAddress = SocketAddress(listen), let target = SocketAddress(to) else {
@@ -99,6 +104,20 @@ extension Simulate {
             var parentWatch: LoopTimer?
             watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR1) { relay.cut() })
             watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR2) { relay.restore() })
+            if let faults {
+                watchers.append(
+                    try SignalWatcher(loop: loop, signal: SIGHUP) {
+                        let text = ((try? String(contentsOfFile: faults, encoding: .utf8)) ?? "")
+                            .trimmingCharacters(in: .whitespacesAndNewlines)
+                        if text == "reset" {
+                            relay.reset()
+                        } else if let parsed = LinkFaults(parsing: text) {
+                            relay.faults = parsed
+                        } else {
+                            FileHandle.standardError.write(Data("relay: ignoring faults file: \(text)\n".utf8))
+                        }
+                    })
+            }
             for sig in [SIGINT, SIGTERM] {
                 watchers.append(
                     try SignalWatcher(loop: loop, signal: sig) {
@@ -231,5 +250,46 @@ extension SimulationSummary {
             "messagesSent": .int(Int64(messagesSent)), "messagesLost": .int(Int64(messagesLost)),
             "convergenceMs": .int(Int64(convergenceMilliseconds)), "hubEntries": .int(Int64(hubEntries)),
         ])
+    }
+}
+
+extension Simulate {
+    struct Chaos: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Real processes under faults: a hub and stores on loopback behind fault proxies, POS load, kill -9 and restarts; then heal and check the invariants from the nodes' databases."
+        )
+        @Option(help: "Seed for the choice of faults and purchases (process timing still varies).") var seed: UInt64 = 1
+        @Option(help: "Stores.") var stores: Int = 3
+        @Option(help: "Seconds of load under faults.") var seconds: Double = 20
+        @Option(help: "Directory for databases, keys and logs (default: a temporary one, removed afterwards).")
+        var workdir: String?
+
+        func validate() throws {
+            guard (1...20).contains(stores) else { throw ValidationError("--stores must be 1 to 20") }
+            guard seconds > 0, seconds <= 600 else {
+                throw ValidationError("--seconds must be above 0 and at most 600")
+            }
+        }
+
+        func run() throws {
+            let directory =
+                workdir.map { URL(fileURLWithPath: $0) }
+                ?? FileManager.default.temporaryDirectory.appendingPathComponent("loyalty-chaos-\(getpid())")
+            let cluster = try LocalCluster(binaries: LocalCluster.locateBinaries(), workDirectory: directory)
+            defer {
+                cluster.stop()
+                if workdir == nil { try? FileManager.default.removeItem(at: directory) }
+            }
+            do {
+                _ = try Harness.Chaos.run(
+                    cluster, Harness.Chaos.Options(seed: seed, stores: stores, seconds: seconds)
+                ) { print($0) }
+            } catch {
+                print("\nchaos FAILED: \(error)\nlogs: \(directory.path)")
+                cluster.dumpLogs()
+                throw ExitCode.failure
+            }
+        }
     }
 }

@@ -378,3 +378,29 @@ extension ProcessClusters {
         }
     }
 }
+
+extension ProcessClusters {
+    /// The chaos harness at small size: real processes behind fault proxies, POS load,
+    /// kill -9; after healing, the invariants hold from the nodes' databases.
+    @Suite struct ChaosTests {
+        @Test func realProcessesUnderFaultsLoseNothingAndConverge() throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chaos-\(UUID().uuidString)")
+            let cluster = try LocalCluster(binaries: LocalCluster.locateBinaries(), workDirectory: directory)
+            defer {
+                cluster.stop()
+                try? FileManager.default.removeItem(at: directory)
+            }
+            var options = Chaos.Options(seed: 5, stores: 3, seconds: 10)
+            options.maxFaults = 12
+            do {
+                let outcome = try Chaos.run(cluster, options) { _ in }
+                #expect(outcome.acknowledged > 100)
+                #expect(!outcome.faults.isEmpty)
+                #expect(outcome.retriesAnswered == outcome.unanswered, "every lost answer was answered on retry")
+            } catch {
+                cluster.dumpLogs()
+                throw error
+            }
+        }
+    }
+}

@@ -157,7 +157,7 @@ print(
 // Alternate the two transfers so that both see the same machine conditions; take medians.
 var plainRuns: [Double] = []
 var secureRuns: [Double] = []
-for _ in 0..<15 {
+for _ in 0..<31 {
     plainRuns.append(try transfer(encrypted: false))
     secureRuns.append(try transfer(encrypted: true))
 }

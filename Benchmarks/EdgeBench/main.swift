@@ -297,6 +297,78 @@ report(
     "resident memory after the runs", Double(residentKilobytes(edge.processIdentifier)) / 1024, "MiB",
     "target <= 64 MiB")
 
+// MARK: 4. A 60 s partition
+
+// The node's hub address leads nowhere: it has been offline all along, as in a partition.
+// Lanes keep selling at 200 purchases/s: most earn points; one in five redeems 5 points of
+// a member who just earned 6 here (the rights are held here), one in ten asks to redeem 50
+// points a member earned at another store (held elsewhere: refused offline under the
+// default policy, which allows no uncovered redemption).
+let partitionSeconds = Double(ProcessInfo.processInfo.environment["BENCH_PARTITION_SECONDS"] ?? "60")!
+final class Served: @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    let lock = NSLock()
+    var attempted = 0
+    var served = 0
+    var redeemAttempted = 0
+    var redeemServed = 0
+}
+let served = Served()
+do {
+    let group = DispatchGroup()
+    for lane in 0..<lanes {
+        group.enter()
+        Thread {
+            defer { group.leave() }
+            guard let client = try? PosClient(address: SocketAddress(host: "127.0.0.1", port: posPort)) else { return }
+            let begin = now()
+            var next = begin
+            var index = 0
+            var lastMember = lane
+            while now() - begin < partitionSeconds {
+                next += Double(lanes) / 200
+                let wait = next - now()
+                if wait > 0 { usleep(UInt32(wait * 1e6)) }
+                index += 1
+                var params: [String: JSONValue] = [
+                    "amount": 12_345, "lane": .string("p\(lane)"), "receipt": .string("p-\(lane)-\(index)"),
+                ]
+                var redeeming = false
+                if index % 10 == 0 {
+                    params["card"] = .string(card((lane * 7_919 + index * 13 + members / 3) % members))
+                    params["redeem"] = 50
+                    redeeming = true
+                } else if index % 5 == 0 {
+                    params["card"] = .string(card(lastMember))
+                    params["redeem"] = 5
+                    redeeming = true
+                } else {
+                    lastMember = (lane * 50_021 + index * 11) % members
+                    params["card"] = .string(card(lastMember))
+                }
+                let ok = (try? client.call("checkout.purchase", params)) != nil
+                served.lock.withLock {
+                    served.attempted += 1
+                    if ok { served.served += 1 }
+                    if redeeming {
+                        served.redeemAttempted += 1
+                        if ok { served.redeemServed += 1 }
+                    }
+                }
+            }
+        }.start()
+    }
+    group.wait()
+}
+served.lock.withLock {
+    report(
+        "edge: purchases served during a \(Int(partitionSeconds)) s partition",
+        100 * Double(served.served) / Double(max(served.attempted, 1)),
+        "%",
+        "\(served.served) of \(served.attempted); redemptions \(served.redeemServed) of \(served.redeemAttempted) (points held elsewhere wait for the hub)"
+    )
+}
+
 if let path = ProcessInfo.processInfo.environment["BENCH_JSON"] {
     let json = rows.map {
         JSONValue.object(["name": .string($0.0), "value": .double($0.1), "unit": .string($0.2), "note": .string($0.3)])

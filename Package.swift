@@ -105,6 +105,10 @@ let package = Package(
         // The hub's merge rate against a raw batched upsert; part of `make bench`.
         .executableTarget(
             name: "HubBench", dependencies: ["HubNode", "NodeKit", "SyncProtocol"], path: "Benchmarks/HubBench"),
+        // 1,000 concurrent store sessions on one hub process: memory and merge lag; part of `make bench`.
+        .executableTarget(
+            name: "SessionsBench", dependencies: ["HubNode", "NodeKit", "SyncProtocol"],
+            path: "Benchmarks/SessionsBench"),
         // The store node under load against raw SQLite group commit; `make bench-edge`.
         .executableTarget(
             name: "EdgeBench", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"], path: "Benchmarks/EdgeBench"),

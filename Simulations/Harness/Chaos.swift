@@ -34,6 +34,9 @@ public enum Chaos {
         /// Requests whose answer was lost with a killed store (retried under the same receipt).
         public var unanswered = 0
         public var retriesAnswered = 0
+        /// Retries answered with a refusal (a redemption whose first attempt never committed
+        /// may find too few points now): answered, clearly, not lost.
+        public var retriesRefused = 0
         public var faults: [String] = []
         public var kills = 0
         public var convergenceSeconds = 0.0
@@ -48,6 +51,9 @@ public enum Chaos {
         var refused = 0
         var unanswered = 0
         var retriesAnswered = 0
+        var retriesRefused = 0
+        /// A retry under the same receipt answered "receipt used for a different purchase".
+        var conflicts: [String] = []
     }
 
     static func card(_ index: Int) -> String {
@@ -163,10 +169,12 @@ public enum Chaos {
             outcome.refused = record.refused
             outcome.unanswered = record.unanswered
             outcome.retriesAnswered = record.retriesAnswered
+            outcome.retriesRefused = record.retriesRefused
         }
         say(
             "chaos: \(outcome.acknowledged) purchases acknowledged, \(outcome.refused) refused, "
-                + "\(outcome.unanswered) answers lost with a killed store (\(outcome.retriesAnswered) answered on retry), "
+                + "\(outcome.unanswered) answers lost with a killed store (on retry \(outcome.retriesAnswered) answered, "
+                + "\(outcome.retriesRefused) refused), "
                 + "\(outcome.faults.count) faults (\(outcome.kills) kill -9), converged "
                 + String(format: "%.1f s", outcome.convergenceSeconds) + " after healing; every invariant held")
         return outcome
@@ -214,8 +222,12 @@ public enum Chaos {
                     if retrying != nil { record.retriesAnswered += 1 }
                 }
                 retrying = nil
-            } catch is PosError {
-                record.lock.withLock { record.refused += 1 }
+            } catch let error as PosError {
+                record.lock.withLock {
+                    if error.code == 1008 { record.conflicts.append("\(handle.name) \(params)") }
+                    record.refused += 1
+                    if retrying != nil { record.retriesRefused += 1 }
+                }
                 retrying = nil
             } catch {
                 // The connection broke with the request in flight: its outcome is unknown.
@@ -246,6 +258,9 @@ public enum Chaos {
     static func check(
         _ cluster: LocalCluster, _ handles: [LocalCluster.StoreHandle], record: Record, outcome: inout Outcome
     ) throws {
+        if let conflict = record.lock.withLock({ record.conflicts.first }) {
+            throw HarnessError("a retry under the same receipt was refused as a conflict: \(conflict)")
+        }
         let db = try SQLiteConnection(path: cluster.hubDatabase, readOnly: true)
         defer { db.close() }
         var seen: [String: Int] = [:]

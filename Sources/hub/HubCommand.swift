@@ -59,6 +59,12 @@ extension Hub {
             name: .customLong("revocation-check-ms"), help: "How often live sessions are checked against revocations.")
         var revocationCheck: UInt64 = 2_000
         @Option(
+            name: .customLong("handshakes-per-second"),
+            help: "Handshakes one peer address may start per second (a store box has one address).")
+        var handshakesPerSecond: Double = 5
+        @Option(name: .customLong("handshake-burst"), help: "Handshakes one peer address may start at once.")
+        var handshakeBurst: Double = 10
+        @Option(
             help:
                 "Operator console address, HOST:PORT: the HTTP API, /metrics, /healthz and the dashboard. 'off' disables it."
         )
@@ -82,6 +88,8 @@ extension Hub {
                 dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!)
             configuration.handshakeTimeoutMilliseconds = handshakeTimeout
             configuration.revocationCheckMilliseconds = revocationCheck
+            configuration.handshakesPerSecond = handshakesPerSecond
+            configuration.handshakeBurst = handshakeBurst
             let registry = PrometheusCollectorRegistry()
             let status = HubStatus(metrics: PrometheusMetricsFactory(registry: registry))
             let hub = try HubNode(configuration: configuration, logger: logger, status: status)

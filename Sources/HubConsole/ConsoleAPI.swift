@@ -114,9 +114,33 @@ struct ConsoleAPI: Sendable {
             }
         }
         router.get("/api/v1/reports/rfm") { request, _ in
-            await report(request, allowed: ["asOf"], operatorOnly: true) { _, query in
+            await report(
+                request,
+                allowed: ["asOf", "newcomerDays", "sleeperDays", "lostDays", "frequentPurchases", "largeSpend"],
+                operatorOnly: true
+            ) { _, query in
                 let day = try Self.day(query["asOf"], name: "asOf") ?? Int64(wallClockMilliseconds() / 86_400_000)
-                return try await databases.read { db in try queries.rfm(db, asOf: day) }
+                var thresholds = RFMThresholds()
+                func number(_ name: String, _ range: ClosedRange<Int64>) throws -> Int64? {
+                    guard let text = query[name] else { return nil }
+                    guard let value = Int64(text), range.contains(value) else {
+                        throw ApiError.badRequest(
+                            "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+                    }
+                    return value
+                }
+                thresholds.newcomerDays = try number("newcomerDays", 1...3_650) ?? thresholds.newcomerDays
+                thresholds.sleeperDays = try number("sleeperDays", 1...3_650) ?? thresholds.sleeperDays
+                thresholds.lostDays = try number("lostDays", 1...3_650) ?? thresholds.lostDays
+                thresholds.frequentPurchases = Int(
+                    try number("frequentPurchases", 1...10_000) ?? Int64(thresholds.frequentPurchases))
+                thresholds.largeSpendMinor = UInt64(
+                    try number("largeSpend", 1...1_000_000_000_000) ?? Int64(thresholds.largeSpendMinor))
+                guard thresholds.sleeperDays < thresholds.lostDays else {
+                    throw ApiError.badRequest("sleeperDays must be below lostDays")
+                }
+                let chosen = thresholds
+                return try await databases.read { db in try queries.rfm(db, asOf: day, thresholds: chosen) }
             }
         }
         router.get("/api/v1/reports/partners") { request, _ in

@@ -191,6 +191,7 @@ extension ProcessClusters {
                     ("/api/v1/transactions?limit=10", "/api/v1/transactions", "get"),
                     ("/api/v1/rules", "/api/v1/rules", "get"),
                     ("/api/v1/reports/rfm", "/api/v1/reports/rfm", "get"),
+                    ("/api/v1/reports/rfm?asOf=2027-06-01&lostDays=90&sleeperDays=30", "/api/v1/reports/rfm", "get"),
                     ("/api/v1/reports/partners?from=2000-01-01&to=2009-12-31", "/api/v1/reports/partners", "get"),
                     ("/api/v1/reports/clearing?from=2020-01-01&to=2029-12-31", "/api/v1/reports/clearing", "get"),
                     ("/api/v1/reports/liability", "/api/v1/reports/liability", "get"),
@@ -237,6 +238,11 @@ extension ProcessClusters {
                 #expect(member?["history"]?[0]?["type"] != nil)
                 let transactions = answers["/api/v1/transactions?limit=10"]?["transactions"]
                 #expect(transactions?[0]?["type"] == "purchase" && transactions?[0]?["store"] == "B", "newest first")
+                // Thresholds from the query: half a year later, with Lost after 90 days, the member is Lost.
+                let later = answers["/api/v1/reports/rfm?asOf=2027-06-01&lostDays=90&sleeperDays=30"]
+                if case .array(let segments)? = later?["segments"] {
+                    #expect(segments.contains { $0["segment"] == "Lost" && $0["members"] == 1 })
+                }
                 let clearing = answers["/api/v1/reports/clearing?from=2020-01-01&to=2029-12-31"]
                 #expect(clearing?["balances"]?["fuel"] == 60 && clearing?["balances"]?["grocer"] == -60)
                 let csv = try client.get(
@@ -290,6 +296,8 @@ extension ProcessClusters {
                     ("GET", "/api/v1/reports/clearing?from=yesterday&to=2029-12-31", nil, 400),
                     ("GET", "/api/v1/reports/clearing?from=2029-01-01&to=2020-12-31", nil, 400),
                     ("GET", "/api/v1/reports/rfm?format=xml", nil, 400),
+                    ("GET", "/api/v1/reports/rfm?lostDays=10&sleeperDays=20", nil, 400),
+                    ("GET", "/api/v1/reports/rfm?newcomerDays=-1", nil, 400),
                     ("GET", "/api/v1/stores?limit=1&limit=2", nil, 400),
                 ]
                 for (method, path, body, status) in bad {

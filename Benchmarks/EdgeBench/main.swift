@@ -65,20 +65,7 @@ let storeKey = work.appendingPathComponent("store.key").path
 _ = try KeyFile.generate(at: storeKey)
 let hubKey = SigningKeyPair.generate().publicKey.hex
 
-func freePort() -> UInt16 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-        }
-    }
-    return UInt16(bigEndian: address.sin_port)
-}
+func freePort() -> UInt16 { SocketAddress.freeLoopbackPort()! }
 
 func residentKilobytes(_ pid: Int32) -> Int {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),

@@ -328,20 +328,7 @@ public final class LocalCluster: @unchecked Sendable {
 
     /// A port the kernel says is free now (bind to port 0, read it back, close).
     public static func freePort() throws -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        guard bound else { throw HarnessError("cannot find a free port") }
-        return UInt16(bigEndian: address.sin_port)
+        guard let port = SocketAddress.freeLoopbackPort() else { throw HarnessError("cannot find a free port") }
+        return port
     }
 }

@@ -34,8 +34,8 @@ public final class HubStatus: @unchecked Sendable {
     private var stores: [NodeID: Store] = [:]
     private let factory: any MetricsFactory
     private let sessionsGauge: Gauge
-    private var handshakes: [String: Counter] = [:]
-    private var refusalsByReason: [String: Counter] = [:]
+    /// Counters with one label, created on first use, by "metric|label value".
+    private var labelled: [String: Counter] = [:]
     private var perStore: [NodeID: StoreMetrics] = [:]
     public let startedAt: UInt64 = wallClockMilliseconds()
 
@@ -104,26 +104,22 @@ public final class HubStatus: @unchecked Sendable {
 
     // MARK: Events (loop thread)
 
-    func handshake(accepted: Bool) {
-        let outcome = accepted ? "accepted" : "refused"
+    private func increment(_ metric: String, _ dimension: String, _ value: String) {
         lock.withLock {
-            let counter =
-                handshakes[outcome]
-                ?? Counter(label: "hub_handshakes_total", dimensions: [("outcome", outcome)], factory: factory)
-            handshakes[outcome] = counter
+            let key = "\(metric)|\(value)"
+            let counter = labelled[key] ?? Counter(label: metric, dimensions: [(dimension, value)], factory: factory)
+            labelled[key] = counter
             counter.increment()
         }
     }
 
+    func handshake(accepted: Bool) {
+        increment("hub_handshakes_total", "outcome", accepted ? "accepted" : "refused")
+    }
+
     /// A session was refused or ended abnormally; `reason` is a short fixed word (a label).
     func refused(_ reason: String, store: NodeID? = nil, name: String? = nil) {
-        lock.withLock {
-            let counter =
-                refusalsByReason[reason]
-                ?? Counter(label: "hub_refusals_total", dimensions: [("reason", reason)], factory: factory)
-            refusalsByReason[reason] = counter
-            counter.increment()
-        }
+        increment("hub_refusals_total", "reason", reason)
         if let store, let name { update(store, name: name) { record, _ in record.refusals += 1 } }
     }
 

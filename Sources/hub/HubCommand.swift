@@ -192,30 +192,17 @@ extension Hub {
         }
 
         struct Show: ParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Show the latest published rules as JSON.")
+            static let configuration = CommandConfiguration(
+                abstract: "Show the rules in force as JSON (the console's /api/v1/rules also lists every version).")
             @OptionGroup var options: DataOption
 
             func run() throws {
-                guard let latest = try HubLedger().latestRules(try options.openLedger(), newerThan: 0) else {
+                let rules = try OperatorQueries().rules(try options.openLedger())
+                guard let current = rules["current"], current != .null else {
                     print("no rules published yet")
                     return
                 }
-                let document = try RulesDocument(decoding: Array(latest.document.dropFirst(64)))
-                func partner(_ rules: PartnerRules) -> JSONValue {
-                    .object([
-                        "accrualBasisPoints": .int(Int64(rules.accrualBasisPoints)),
-                        "maxRedeemBasisPoints": .int(Int64(rules.maxRedeemBasisPoints)),
-                        "minorUnitsPerPoint": .int(Int64(rules.minorUnitsPerPoint)),
-                    ])
-                }
-                print(
-                    JSONValue.object([
-                        "version": .int(Int64(document.version)), "default": partner(document.defaultPartner),
-                        "partners": .object(document.partners.mapValues(partner)),
-                        "offlineMaxPointsPerRedemption": .int(Int64(document.offline.maxPointsPerRedemption)),
-                        "welcomeBonus": .int(Int64(document.welcomeBonus)),
-                        "referralBonus": .int(Int64(document.referralBonus)),
-                    ]).jsonLine)
+                print(current.jsonLine)
             }
         }
     }

@@ -3,6 +3,8 @@
 import Foundation
 import SyncProtocol
 
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
 func seconds(_ body: () -> Void) -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
     body()
@@ -136,6 +138,62 @@ do {
     report(
         "full state transfer (all slots)", Double(fullStateBytes), "bytes",
         String(format: "delta is %.1f%% of it", 100 * Double(deltaBytes) / Double(fullStateBytes)))
+
+    // Time, one core, no network: encode at the hub, decode and apply at the store.
+    // The delta: the feed's changes messages, decoded and their entries' effects applied to
+    // a replica that had the state before. The full state: every slot encoded (member,
+    // account, kind, from, to, value), decoded and applied to an empty replica.
+    var deltaSeconds = Double.infinity
+    var fullSeconds = Double.infinity
+    for _ in 0..<3 {
+        // The store's replica before the sync, built outside the timing.
+        var receiver = ReplicaState()
+        _ = receiver.apply(initial)
+        let start = now()
+        for batch in batches {
+            guard case .changes(let entries, _, _) = try SyncMessage(decoding: batch.encoded) else { continue }
+            for feed in entries { _ = receiver.apply(feed.entry.effects) }
+        }
+        deltaSeconds = min(deltaSeconds, now() - start)
+        precondition(receiver.fullState.count == replica.fullState.count)
+    }
+    let everything = replica.fullState
+    for _ in 0..<3 {
+        let start = now()
+        var writer = ByteWriter(capacity: everything.count * slotBytes)
+        for write in everything {
+            writer.write(write.member.rawValue)
+            writer.write(write.account.rawValue)
+            writer.write(write.slot.kind.rawValue)
+            writer.write(write.slot.from.rawValue)
+            writer.write(write.slot.to.rawValue)
+            writer.write(write.value)
+        }
+        var reader = ByteReader(writer.bytes)
+        var writes: [SlotWrite] = []
+        writes.reserveCapacity(everything.count)
+        while reader.remaining > 0 {
+            let member = MemberID(rawValue: try reader.readUInt64())
+            let account = Account(rawValue: try reader.readUInt8())!
+            let kind = SlotKind(rawValue: try reader.readUInt8())!
+            let from = NodeID(try reader.readUInt32())
+            let to = NodeID(try reader.readUInt32())
+            writes.append(
+                SlotWrite(
+                    member: member, account: account, slot: SlotKey(kind: kind, from: from, to: to),
+                    value: try reader.readUInt64()))
+        }
+        var receiver = ReplicaState()
+        _ = receiver.apply(writes)
+        fullSeconds = min(fullSeconds, now() - start)
+        precondition(receiver.fullState.count == everything.count)
+    }
+    report(
+        "time to sync 1 % changed (decode and apply the delta)", deltaSeconds * 1000, "ms",
+        String(format: "%.1f%% of the full-state time; one core, no network", 100 * deltaSeconds / fullSeconds))
+    report(
+        "time to transfer the full state (encode, decode, apply)", fullSeconds * 1000, "ms",
+        "the baseline; one core, no network")
 }
 
 if let path = ProcessInfo.processInfo.environment["BENCH_JSON"] {

@@ -124,7 +124,7 @@ let package = Package(
         .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Harness", "EdgeNode", "NodeKit", "SyncProtocol"]),
-        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "NodeKit", "SyncProtocol"]),
+        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Harness", "NodeKit", "SyncProtocol"]),
     ]
 )
 

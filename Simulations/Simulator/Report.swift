@@ -8,7 +8,8 @@ public enum SimulationReport {
             body += "<section><h2>Seed \(summary.seed)</h2><p class=\"muted\">\(escape(summary.faults))</p>"
             body +=
                 "<p>\(summary.purchasesAcknowledged) purchases acknowledged, \(summary.purchasesRefused) refused, "
-                + "\(summary.refundsAcknowledged) refunds, \(summary.registrations) registrations; "
+                + "\(summary.refundsAcknowledged) refunds, \(summary.registrations) registrations, "
+                + "\(summary.promosCredited) promo codes credited (\(summary.promosRefused) refused); "
                 + "\(summary.partitions) partitions, \(summary.crashes) crashes; "
                 + "\(summary.messagesLost) of \(summary.messagesSent) messages lost; "
                 + "every replica converged \(summary.convergenceMilliseconds) ms after the final heal.</p>"
@@ -20,6 +21,10 @@ public enum SimulationReport {
                 title: "Operations not yet at the hub, per store (every 10 simulated minutes)",
                 series: (0..<stores).map { store in ("store-\(store + 1)", summary.unsyncedSamples.map { $0[store] }) },
                 marks: [])
+            body += chart(
+                title:
+                    "Convergence after each partition heal (ms until the healed stores had caught up), in heal order",
+                series: [("ms", summary.healConvergence)], marks: [])
             let requested = max(1, summary.offlineRedemptionsRequested)
             body += bar(
                 title: "Offline redemption requests fully served",

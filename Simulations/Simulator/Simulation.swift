@@ -48,6 +48,12 @@ public struct SimulationSummary: Sendable, Equatable {
     public var heals: [Int]
     /// Every ten simulated minutes: each store's operations not yet acknowledged by the hub.
     public var unsyncedSamples: [[Int]] = []
+    /// Promo codes credited, and activations refused (a code already used, or the hub unreachable).
+    public var promosCredited = 0
+    public var promosRefused = 0
+    /// For each partition healed during trading: simulated milliseconds until its stores had
+    /// pushed everything written before the heal and pulled the hub's feed as it was then.
+    public var healConvergence: [Int] = []
 }
 
 /// The deterministic simulator: one thread, one seeded generator, simulated clocks and a
@@ -96,6 +102,7 @@ public final class Simulation {
         var skew: Int64 = 0
         var driftPPM: Int64 = 0
         var pending: [UInt32: PendingPurchase] = [:]
+        var promos: [UInt32: MemberID] = [:]
         var receipts = 0
         var backoff: UInt64 = 250
 
@@ -138,6 +145,9 @@ public final class Simulation {
     var partitionCuts: [Int: Set<Int>] = [:]
     var nextPartition = 1
     var members: [Member] = []
+    var promoCodes: [String] = []
+    /// Heals waiting to converge: when, which stores, their logs' ends and the hub's feed head then.
+    var pendingHeals: [(at: UInt64, stores: [Int: UInt64], feedHead: UInt64)] = []
     var zipf: Zipf
     var acknowledged: [Acknowledged] = []
     var trace = TraceHash()
@@ -224,6 +234,14 @@ public final class Simulation {
     /// Runs the safety phase (workload under faults), heals everything, runs the liveness
     /// phase until every replica converged, then checks every invariant.
     public func run() throws -> SimulationSummary {
+        // Promo codes at the hub, drawn from the seed: some will be tried twice.
+        for index in 0..<max(10, config.members / 10) {
+            let code = "SIM" + String(format: "%07d", index * 7_919 % 10_000_000)
+            promoCodes.append(code)
+            try hubDB.run(
+                "INSERT INTO promo_codes(code, points, created_ms) VALUES(?, ?, ?)",
+                [.text(code), .int(50 + 10 * (index % 5)), .uint(Self.epoch)])
+        }
         // Members known everywhere before the day starts: registered at their home stores.
         for index in 0..<config.members {
             try register(at: index % config.stores, index: index)
@@ -316,6 +334,7 @@ public final class Simulation {
         case .tick(let index):
             let store = stores[index]
             queue.push(now + Self.syncInterval, .tick(store: index))
+            if index == 0 { try checkHeals() }
             guard store.up else { return }
             setClock(store)
             if store.connection != nil { try execute(store, store.session.tick(now: now)) }
@@ -332,7 +351,18 @@ public final class Simulation {
             cut = partitionCuts.values.reduce(into: Set<Int>()) { $0.formUnion($1) }
             log("partition \(id) healed (\(lifted.count) links)")
             summary.heals.append(Int(now / 60_000))
-            for index in lifted where stores[index].connection == nil { queue.push(now + 1, .connect(store: index)) }
+            // Stores another partition still cuts off are measured at that one's heal.
+            var ends: [Int: UInt64] = [:]
+            for index in lifted.sorted() where !cut.contains(index) {
+                ends[index] = try stores[index].ledger.status(stores[index].db).lastSequence
+            }
+            if !ends.isEmpty {
+                pendingHeals.append(
+                    (now, ends, UInt64(try hubDB.scalar("SELECT COALESCE(MAX(feed_seq), 0) FROM entries") ?? 0)))
+            }
+            for index in lifted.sorted() where stores[index].connection == nil {
+                queue.push(now + 1, .connect(store: index))
+            }
         case .flap(let index, let isCut):
             guard faultsActive else { return }
             if isCut { cut.insert(index) } else { cut.remove(index) }
@@ -409,7 +439,7 @@ public final class Simulation {
         log("partition \(id): shape \(shape), \(links.count) links for \(length / 1000) s")
         partitionCuts[id] = links
         cut.formUnion(links)
-        for index in links {
+        for index in links.sorted() {
             if let connection = stores[index].connection {
                 queue.push(now + UInt64(random.int(500...3_000)), .detectCut(store: index, connection: connection))
             }
@@ -543,8 +573,17 @@ public final class Simulation {
                 }
             case .rightsFailed(let id, _):
                 if store.pending.removeValue(forKey: id) != nil { summary.purchasesRefused += 1 }
-            case .promoResolved:
-                break
+                if store.promos.removeValue(forKey: id) != nil { summary.promosRefused += 1 }
+            case .promoResolved(let id, _, let writes, let refusal):
+                guard let member = store.promos.removeValue(forKey: id) else { break }
+                if let refusal {
+                    summary.promosRefused += 1
+                    log("promo for \(member) refused: \(refusal.contains("already") ? "already used" : "other")")
+                } else {
+                    try store.db.transaction { try CounterSlots.apply(store.db, writes) }
+                    summary.promosCredited += 1
+                    log("promo credited to \(member) at store-\(store.index + 1)")
+                }
             case .wentOnline:
                 store.online = true
                 log("store-\(store.index + 1) online")
@@ -583,8 +622,12 @@ public final class Simulation {
                     try hubLedger.grant(hubDB, member: member, account: account, to: node, points: points)
                 }
                 next = entry.session.granted(requestID: id, granted: grant.granted, entry: grant.entry)
-            case .activatePromo(let id, _, _):
-                next = entry.session.promoResolved(requestID: id, points: 0, entry: nil, refusal: "not simulated")
+            case .activatePromo(let id, let member, let code):
+                let outcome = try hubDB.transaction {
+                    try hubLedger.activatePromo(hubDB, code: code, member: member, store: node)
+                }
+                next = entry.session.promoResolved(
+                    requestID: id, points: outcome.points, entry: outcome.entry, refusal: outcome.refusal)
             case .loadRules:
                 next = entry.session.rulesLoaded(version: 0, document: nil)
             case .storeOnline, .recordTelemetry:
@@ -641,6 +684,20 @@ public final class Simulation {
         setClock(store)
         if let last = member.purchases.last, last.store == storeIndex, random.chance(0.03) {
             try refund(store, memberIndex: memberIndex, original: last)
+            return
+        }
+        if random.chance(0.01), !promoCodes.isEmpty {
+            // Promo codes need the hub: offline the POS says so and nothing is asked.
+            guard store.session.isOnline,
+                let id = try? store.ledger.identify(store.db, card: member.card, phone: nil).id
+            else {
+                summary.promosRefused += 1
+                return
+            }
+            let code = promoCodes[random.int(0...(promoCodes.count - 1))]
+            let (request, actions) = store.session.requestPromo(member: id, code: code, now: now)
+            store.promos[request] = id
+            try execute(store, actions)
             return
         }
         if let last = member.purchases.last, last.store == storeIndex, random.chance(0.02) {
@@ -768,6 +825,29 @@ public final class Simulation {
 
     // MARK: Checks
 
+    /// Measures, for each partition healed, when its stores had caught up with the hub.
+    func checkHeals() throws {
+        guard !pendingHeals.isEmpty else { return }
+        var remaining: [(at: UInt64, stores: [Int: UInt64], feedHead: UInt64)] = []
+        for heal in pendingHeals {
+            var caughtUp = true
+            for (index, end) in heal.stores.sorted(by: { $0.key < $1.key }) {
+                let status = try stores[index].ledger.status(stores[index].db)
+                if status.acknowledgedSequence < end || status.feedWatermark < heal.feedHead {
+                    caughtUp = false
+                    break
+                }
+            }
+            if caughtUp {
+                summary.healConvergence.append(Int(now - heal.at))
+                log("heal at \(heal.at) converged after \(now - heal.at) ms")
+            } else {
+                remaining.append(heal)
+            }
+        }
+        pendingHeals = remaining
+    }
+
     func slotsDigest(_ db: SQLiteConnection) throws -> [[SQLiteValue]] {
         try db.query("SELECT member, account, kind, from_node, to_node, value FROM slots ORDER BY 1, 2, 3, 4, 5").map(
             \.values)
@@ -798,6 +878,8 @@ public final class Simulation {
     func checkInvariants() throws {
         // Every acknowledged operation is at the hub exactly once, with its amount.
         var seen: [String: Int] = [:]
+        var promoCredits: [MemberID: Int64] = [:]
+        var codesUsed: [String: Int] = [:]
         var operations: [MemberID: (earned: Int64, spent: Int64, reversed: Int64, uncovered: Int64)] = [:]
         var replayed = ReplicaState()
         for row in try hubDB.query("SELECT entry FROM entries ORDER BY feed_seq") {
@@ -817,6 +899,9 @@ public final class Simulation {
                 operations[refund.member, default: (0, 0, 0, 0)].reversed += Int64(refund.pointsReversed)
             case .expiry(let member, let points, _):
                 operations[member, default: (0, 0, 0, 0)].spent += Int64(points)
+            case .promoCredit(let member, let code, let points):
+                promoCredits[member, default: 0] += Int64(points)
+                codesUsed[code, default: 0] += 1
             default: break
             }
         }
@@ -827,8 +912,17 @@ public final class Simulation {
                     "no acknowledged operation lost or doubled", "\(key) is at the hub \(seen[key] ?? 0) times")
             }
         }
+        if let twice = codesUsed.sorted(by: { $0.key < $1.key }).first(where: { $0.value > 1 }) {
+            throw violation("promo codes are single-use", "\(twice.key) credited \(twice.value) times")
+        }
+        for (member, credited) in promoCredits.sorted(by: { $0.key < $1.key }) {
+            let promo = try hubLedger.counter(hubDB, member: member, account: .promo)
+            guard promo.balance == credited else {
+                throw violation("conservation", "member \(member): promo balance \(promo.balance), credits \(credited)")
+            }
+        }
         // Conservation, no overdraft beyond the allowance, rights conserved.
-        for (member, figures) in operations {
+        for (member, figures) in operations.sorted(by: { $0.key < $1.key }) {
             let counter = try hubLedger.counter(hubDB, member: member, account: .main)
             guard counter.balance == figures.earned - figures.spent else {
                 throw violation(

@@ -230,10 +230,14 @@ func line(_ summary: SimulationSummary, wall: Double) -> String {
     "seed \(summary.seed): ok, trace \(String(summary.traceHash, radix: 16)), \(summary.events) events"
         + String(format: " in %.1f s", wall)
         + "; \(summary.purchasesAcknowledged) purchases, \(summary.purchasesRefused) refused, \(summary.refundsAcknowledged) refunds,"
-        + " \(summary.registrations) registrations, \(summary.retriesReplayed) retries replayed;"
+        + " \(summary.registrations) registrations, \(summary.retriesReplayed) retries replayed,"
+        + " promo codes \(summary.promosCredited) credited / \(summary.promosRefused) refused;"
         + " offline redemptions \(summary.offlineRedemptionsServed)/\(summary.offlineRedemptionsRequested) served;"
         + " \(summary.partitions) partitions, \(summary.crashes) crashes, \(summary.messagesLost)/\(summary.messagesSent) messages lost;"
-        + " converged \(summary.convergenceMilliseconds) ms after healing\n  faults: \(summary.faults)"
+        + " converged \(summary.convergenceMilliseconds) ms after the final heal"
+        + (summary.healConvergence.isEmpty
+            ? "" : ", after partition heals in \(summary.healConvergence.min()!)–\(summary.healConvergence.max()!) ms")
+        + "\n  faults: \(summary.faults)"
 }
 
 extension SimulationSummary {
@@ -249,6 +253,8 @@ extension SimulationSummary {
             "partitions": .int(Int64(partitions)), "crashes": .int(Int64(crashes)),
             "messagesSent": .int(Int64(messagesSent)), "messagesLost": .int(Int64(messagesLost)),
             "convergenceMs": .int(Int64(convergenceMilliseconds)), "hubEntries": .int(Int64(hubEntries)),
+            "promosCredited": .int(Int64(promosCredited)), "promosRefused": .int(Int64(promosRefused)),
+            "healConvergenceMs": .array(healConvergence.map { .int(Int64($0)) }),
         ])
     }
 }

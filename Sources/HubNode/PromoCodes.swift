@@ -46,7 +46,7 @@ extension HubLedger {
         let points = row.uint(0)
         try db.run(
             "UPDATE promo_codes SET used_by = ?, used_store = ?, used_ms = ? WHERE code = ?",
-            [.uint(member.rawValue), .int(Int(store.rawValue)), .uint(wallClockMilliseconds()), .text(code)])
+            [.uint(member.rawValue), .int(Int(store.rawValue)), .uint(now()), .text(code)])
         var counter = try counter(db, member: member, account: .promo)
         let (slot, value) = try counter.earn(at: .hub, points)
         let entry = try appendHubEntry(

@@ -34,10 +34,7 @@ var rows: [(String, Double, String, String)] = []
             + figure + "  " + unit.padding(toLength: 12, withPad: " ", startingAt: 0) + note)
 }
 
-func card(_ index: Int) -> String {
-    let body = "46" + String(format: "%010d", index)
-    return body + String(CardNumber.checkDigit(forFirstTwelve: body.utf8.map { $0 - 48 }))
-}
+func card(_ index: Int) -> String { CardNumber.issued(prefix: "46", serial: index).digits }
 
 // MARK: 1. A million members
 

@@ -56,13 +56,10 @@ public enum Chaos {
         var conflicts: [String] = []
     }
 
-    static func card(_ index: Int) -> String {
-        let body = "48" + String(format: "%010d", index)
-        return body + String(CardNumber.checkDigit(forFirstTwelve: body.utf8.map { $0 - 48 }))
-    }
+    static func card(_ index: Int) -> String { CardNumber.issued(prefix: "48", serial: index).digits }
 
     public static func run(_ cluster: LocalCluster, _ options: Options, say: (String) -> Void) throws -> Outcome {
-        var random = SystemRandomNumberGeneratorSeeded(seed: options.seed)
+        var random = SeededRandom(seed: options.seed)
         try cluster.startHub()
         var handles: [LocalCluster.StoreHandle] = []
         for index in 0..<options.stores {
@@ -185,7 +182,7 @@ public enum Chaos {
     static func runLane(
         _ handle: LocalCluster.StoreHandle, lane: Int, seed: UInt64, members: Int, until deadline: Date, record: Record
     ) {
-        var random = SystemRandomNumberGeneratorSeeded(seed: seed)
+        var random = SeededRandom(seed: seed)
         var client: PosClient?
         var number = 0
         var retrying: [String: JSONValue]?
@@ -304,7 +301,7 @@ public enum Chaos {
 
 /// A small seeded generator for the harness (its runs involve real processes and timing,
 /// so a seed fixes the choices, not the interleaving).
-struct SystemRandomNumberGeneratorSeeded: RandomNumberGenerator {
+struct SeededRandom: RandomNumberGenerator {
     private var state: UInt64
     init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
     mutating func next() -> UInt64 {

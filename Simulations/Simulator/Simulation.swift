@@ -81,6 +81,8 @@ public final class Simulation {
     }
 
     struct PendingPurchase {
+        /// The shopper's index in `members`.
+        var member: Int
         var request: PurchaseRequest
         var grant: [SlotWrite]
         var rounds: Int
@@ -115,11 +117,20 @@ public final class Simulation {
         }
     }
 
+    /// A purchase the POS was told succeeded, as the shopper remembers it.
+    struct Bought {
+        var store: Int
+        var lane: String
+        var receipt: String
+        var amount: UInt64
+        var redeemed: UInt64
+        var sequence: UInt64
+    }
+
     struct Member {
         var card: String
         var home: Int
-        var registeredAt: Int
-        var purchases: [(store: Int, lane: String, receipt: String, amount: UInt64)] = []
+        var purchases: [Bought] = []
     }
 
     struct Acknowledged {
@@ -156,7 +167,6 @@ public final class Simulation {
     var summary: SimulationSummary
     var faultsActive = true
     var workloadEnd: UInt64
-    var stopping = false
     /// Simulated start: Monday 2026-11-02 00:00 UTC.
     static let epoch: UInt64 = 1_793_577_600_000
     /// The stores' sync tick (the edge's default is 1 s; 5 s keeps idle chatter down here).
@@ -210,10 +220,7 @@ public final class Simulation {
         return session
     }
 
-    static func card(_ index: Int) -> String {
-        let body = "47" + String(format: "%010d", index)
-        return body + String(CardNumber.checkDigit(forFirstTwelve: body.utf8.map { $0 - 48 }))
-    }
+    static func card(_ index: Int) -> String { CardNumber.issued(prefix: "47", serial: index).digits }
 
     // MARK: Trace
 
@@ -268,7 +275,6 @@ public final class Simulation {
 
         // Heal: no more faults or shoppers; every partition lifted, every node restarted.
         faultsActive = false
-        stopping = true
         log("heal")
         let healedAt = now
         cut.removeAll()
@@ -318,7 +324,7 @@ public final class Simulation {
         hubClock.local = Self.epoch + now
         switch event {
         case .visit:
-            guard now < workloadEnd, !stopping else { return }
+            guard now < workloadEnd else { return }
             try visit()
             let minuteOfDay = Double((now / 60_000) % 1440)
             let day = (now / 86_400_000) % 7
@@ -656,7 +662,7 @@ public final class Simulation {
             _ = try store.db.transaction {
                 try store.ledger.register(store.db, card: card, phone: nil, referrer: referrer)
             }
-            members.append(Member(card: card, home: storeIndex, registeredAt: Int(now)))
+            members.append(Member(card: card, home: storeIndex))
             zipf.grow(to: members.count)
             summary.registrations += 1
             log("register \(card) at store-\(storeIndex + 1)")
@@ -701,7 +707,7 @@ public final class Simulation {
             return
         }
         if let last = member.purchases.last, last.store == storeIndex, random.chance(0.02) {
-            try retry(store, last: last)
+            try retry(store, card: member.card, last: last)
             return
         }
         store.receipts += 1
@@ -718,7 +724,9 @@ public final class Simulation {
         if redeem > 0, !store.online { summary.offlineRedemptionsRequested += 1 }
         try purchase(
             store,
-            PendingPurchase(request: request, grant: [], rounds: 2, redeemRequested: redeem, offline: !store.online))
+            PendingPurchase(
+                member: memberIndex, request: request, grant: [], rounds: 2, redeemRequested: redeem,
+                offline: !store.online))
     }
 
     func connectivity(_ store: Store) -> Connectivity {
@@ -752,10 +760,11 @@ public final class Simulation {
                 Acknowledged(
                     store: store.index, key: "\(pending.request.lane)/\(pending.request.receipt)",
                     amount: pending.request.amountMinor, sequence: receipt.sequence))
-            if let index = members.firstIndex(where: { $0.card == pending.request.card }) {
-                members[index].purchases.append(
-                    (store.index, pending.request.lane, pending.request.receipt, pending.request.amountMinor))
-            }
+            members[pending.member].purchases.append(
+                Bought(
+                    store: store.index, lane: pending.request.lane, receipt: pending.request.receipt,
+                    amount: pending.request.amountMinor, redeemed: pending.request.redeemPoints,
+                    sequence: receipt.sequence))
             log(
                 "purchase \(pending.request.receipt) at store-\(store.index + 1): seq \(receipt.sequence), +\(receipt.pointsEarned) -\(receipt.pointsRedeemed)"
             )
@@ -774,9 +783,7 @@ public final class Simulation {
         }
     }
 
-    func refund(_ store: Store, memberIndex: Int, original: (store: Int, lane: String, receipt: String, amount: UInt64))
-        throws
-    {
+    func refund(_ store: Store, memberIndex: Int, original: Bought) throws {
         store.receipts += 1
         let partial = random.chance(0.5) ? original.amount / 2 : nil
         let request = RefundRequest(
@@ -799,28 +806,18 @@ public final class Simulation {
     }
 
     /// A POS retrying a purchase it already got an answer for: it must get the same answer.
-    func retry(_ store: Store, last: (store: Int, lane: String, receipt: String, amount: UInt64)) throws {
-        guard
-            let first = acknowledged.last(where: { $0.store == store.index && $0.key == "\(last.lane)/\(last.receipt)" }
-            )
-        else { return }
-        guard let row = try store.db.query("SELECT entry FROM log WHERE idem_key = ?", [.text(first.key)]).first,
-            case .purchase(let record) = try LogEntry(decoding: row.blob(0)).operation
-        else { return }
-        let card =
-            members.first { $0.purchases.contains { $0.receipt == last.receipt && $0.store == store.index } }?.card
-            ?? ""
+    func retry(_ store: Store, card: String, last: Bought) throws {
         let request = PurchaseRequest(
-            card: card, amountMinor: last.amount, redeemPoints: record.pointsRedeemed, lane: last.lane,
-            receipt: last.receipt)
+            card: card, amountMinor: last.amount, redeemPoints: last.redeemed, lane: last.lane, receipt: last.receipt)
         let outcome = try store.db.transaction {
             try store.ledger.purchase(store.db, request, connectivity: connectivity(store))
         }
-        guard case .completed(let receipt) = outcome, receipt.replayed, receipt.sequence == first.sequence else {
-            throw violation("idempotency", "retrying \(first.key) at store-\(store.index + 1) answered \(outcome)")
+        guard case .completed(let receipt) = outcome, receipt.replayed, receipt.sequence == last.sequence else {
+            throw violation(
+                "idempotency", "retrying \(last.lane)/\(last.receipt) at store-\(store.index + 1) answered \(outcome)")
         }
         summary.retriesReplayed += 1
-        log("retry \(first.key) replayed seq \(receipt.sequence)")
+        log("retry \(last.lane)/\(last.receipt) replayed seq \(receipt.sequence)")
     }
 
     // MARK: Checks

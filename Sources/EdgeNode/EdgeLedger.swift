@@ -216,11 +216,8 @@ public struct EdgeLedger: Sendable {
 
     /// The number's hash under every key a stored hash may use, the current key first.
     func phoneHashes(_ phone: String) throws -> [[UInt8]] {
-        let digits = phone.filter { $0.isASCII && $0.isNumber }
-        guard phone.hasPrefix("+"), (8...15).contains(digits.count), phone.count == digits.count + 1 else {
-            throw PosError.invalidParams("phone must be in E.164 form, like +4915112345678")
-        }
-        return active.phoneKeys.map { Sodium.hash([Array(digits.utf8)], key: $0) }
+        guard let number = PhoneNumber(phone) else { throw PosError.invalidParams(PhoneNumber.formHint) }
+        return active.phoneKeys.map { number.hash(key: $0) }
     }
 
     // MARK: Writing
@@ -520,6 +517,15 @@ public struct EdgeLedger: Sendable {
         }
         if upTo > (try meta(db, .feedWatermark)) { try setMeta(db, .feedWatermark, upTo) }
         return clockErrors
+    }
+
+    /// What the store reports to the hub about itself: cheap reads only (no member count),
+    /// since it runs on the writer between POS operations.
+    func telemetryFigures(_ db: SQLiteConnection) throws -> (unsynced: UInt64, uncoveredPoints: UInt64) {
+        let last = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0)
+        let acknowledged = try meta(db, .acknowledged)
+        let uncovered = UInt64(try db.scalar("SELECT COALESCE(SUM(points), 0) FROM exposure") ?? 0)
+        return (last - min(last, acknowledged), uncovered)
     }
 
     public func status(_ db: SQLiteConnection, connectivity: Connectivity? = nil) throws -> LedgerStatus {

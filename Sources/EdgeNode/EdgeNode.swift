@@ -61,10 +61,9 @@ public final class EdgeNode {
         // Phone hashes must match across the coalition. The key comes with the hub's signed
         // rules; until the first rules arrive, a provisional key derived from the hub's
         // public key is used (and stays valid for lookups of hashes made with it).
-        var phoneKey = Sodium.hash([Array("phone-key".utf8), configuration.hubKey.bytes])
         let active = ActiveRules(
             partner: configuration.partner, rules: configuration.rules, policy: configuration.offlinePolicy,
-            provisionalPhoneKey: SecretBytes(consuming: &phoneKey))
+            provisionalPhoneKey: PhoneNumber.provisionalKey(hub: configuration.hubKey))
         if let stored = try EdgeLedger.loadRules(db, hubKey: configuration.hubKey) { active.install(stored) }
         let ledger = EdgeLedger(node: configuration.node, active: active)
         let watermark = try ledger.status(db).feedWatermark

@@ -117,12 +117,12 @@ final class Uplink {
         ticksSinceTelemetry = 0
         guard online, session.hubWireMinor >= 1 else { return }
         let ledger = self.ledger
-        writer.submit({ db in try ledger.status(db) }) { [weak self] result in
-            guard let self, case .success(let status) = result else { return }
+        writer.submit({ db in try ledger.telemetryFigures(db) }) { [weak self] result in
+            guard let self, case .success(let figures) = result else { return }
             let counters = EdgeTelemetry(
-                unsyncedOperations: status.lastSequence - min(status.lastSequence, status.acknowledgedSequence),
+                unsyncedOperations: figures.unsynced,
                 writerQueueDepth: UInt64(self.writer.inFlight), offlineMilliseconds: self.offlineMilliseconds,
-                redemptionsRefused: self.redemptionsRefused, uncoveredPoints: status.exposureTotalPoints,
+                redemptionsRefused: self.redemptionsRefused, uncoveredPoints: figures.uncoveredPoints,
                 uptimeMilliseconds: self.loop.nowMilliseconds - self.startedAt)
             self.execute(self.session.report(counters))
         }

@@ -32,6 +32,8 @@ public final class HubStatus: @unchecked Sendable {
 
     private let lock = NSLock()
     private var stores: [NodeID: Store] = [:]
+    /// The sum of every store's sessions, kept as they open and close.
+    private var sessionTotal = 0
     private let factory: any MetricsFactory
     private let sessionsGauge: Gauge
     /// Counters with one label, created on first use, by "metric|label value".
@@ -81,24 +83,23 @@ public final class HubStatus: @unchecked Sendable {
         lock.withLock { stores }
     }
 
-    public var liveSessions: Int { lock.withLock { stores.values.reduce(0) { $0 + $1.sessions } } }
+    public var liveSessions: Int { lock.withLock { sessionTotal } }
 
     private func update(_ store: NodeID, name: String, _ body: (inout Store, StoreMetrics) -> Void) {
         lock.withLock {
             var record = stores[store] ?? Store(name: name)
             record.name = name
-            let metrics =
-                perStore[store]
-                ?? {
-                    let created = StoreMetrics(store: store, name: name, factory: factory)
-                    perStore[store] = created
-                    return created
-                }()
+            let metrics = perStore[store] ?? StoreMetrics(store: store, name: name, factory: factory)
+            perStore[store] = metrics
+            let sessionsBefore = record.sessions
             body(&record, metrics)
             stores[store] = record
-            metrics.online.record(record.sessions > 0 ? 1 : 0)
             if let seen = record.lastSeen { metrics.lastSeen.record(Double(seen) / 1000) }
-            sessionsGauge.record(stores.values.reduce(0) { $0 + $1.sessions })
+            if record.sessions != sessionsBefore {
+                sessionTotal += record.sessions - sessionsBefore
+                metrics.online.record(record.sessions > 0 ? 1 : 0)
+                sessionsGauge.record(sessionTotal)
+            }
         }
     }
 

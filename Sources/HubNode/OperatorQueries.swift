@@ -77,21 +77,15 @@ public struct OperatorQueries: Sendable {
 
     /// Phone hashes under the current rules' key and the provisional one.
     func phoneHashes(_ db: SQLiteConnection, phone: String) throws -> [[UInt8]] {
-        let digits = phone.filter { $0.isASCII && $0.isNumber }
-        guard phone.hasPrefix("+"), (8...15).contains(digits.count), phone.count == digits.count + 1 else {
-            throw HubError("phone must be in E.164 form, like +4915112345678")
-        }
+        guard let number = PhoneNumber(phone) else { throw HubError(PhoneNumber.formHint) }
         var keys: [SecretBytes] = []
         if let latest = try ledger.latestRules(db, newerThan: 0),
             var key = try? RulesDocument(decoding: Array(latest.document.dropFirst(64))).phoneKey
         {
             keys.append(SecretBytes(consuming: &key))
         }
-        if let hubKey {
-            var key = Sodium.hash([Array("phone-key".utf8), hubKey.bytes])
-            keys.append(SecretBytes(consuming: &key))
-        }
-        return keys.map { Sodium.hash([Array(digits.utf8)], key: $0) }
+        if let hubKey { keys.append(PhoneNumber.provisionalKey(hub: hubKey)) }
+        return keys.map { number.hash(key: $0) }
     }
 
     /// A member by card or phone, with balances, tier and history (nil: not at the hub).

@@ -31,6 +31,16 @@ public struct CardNumber: Hashable, Sendable, CustomStringConvertible {
         return UInt8((10 - sum % 10) % 10)
     }
 
+    /// The card numbered `serial` in a two-digit `prefix` range: `prefix`, the serial in ten
+    /// digits, the check digit (how tests, benchmarks and the simulator issue cards).
+    public static func issued(prefix: String, serial: Int) -> CardNumber {
+        let number = String(serial)
+        precondition(prefix.count == 2 && prefix.allSatisfy(\.isNumber) && serial >= 0 && number.count <= 10)
+        let body = prefix + String(repeating: "0", count: 10 - number.count) + number
+        let check = checkDigit(forFirstTwelve: body.utf8.map { $0 - 48 })
+        return try! CardNumber(body + String(check))
+    }
+
     public var description: String { digits }
 }
 

@@ -234,10 +234,8 @@ extension Hub {
             abstract: "Reports for the coalition operator and the partners (the HTTP API serves the same).",
             subcommands: [Clearing.self, Liability.self, Exposure.self, RFM.self, Partners.self])
 
-        struct Output: ParsableArguments {
+        struct Format: ParsableArguments {
             @Option(help: "json or csv.") var format: String = "json"
-            @Option(help: "Limit the report to one partner, as that partner's API token sees it.")
-            var partner: String?
 
             func validate() throws {
                 guard format == "json" || format == "csv" else { throw ValidationError("--format must be json or csv") }
@@ -247,6 +245,14 @@ extension Hub {
                 Swift.print(
                     format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
             }
+        }
+
+        struct Output: ParsableArguments {
+            @OptionGroup var format: Format
+            @Option(help: "Limit the report to one partner, as that partner's API token sees it.")
+            var partner: String?
+
+            func print(_ report: OperatorReport) { format.print(report) }
         }
 
         struct Period: ParsableArguments {
@@ -278,13 +284,12 @@ extension Hub {
             @Option(help: "Days without a purchase after which a member is Lost.") var lostDays: Int64 = 180
             @Option(help: "Purchases in the window that make a member frequent.") var frequentPurchases: Int = 4
             @Option(help: "Spend in the window (minor units) that counts as large.") var largeSpend: UInt64 = 2_000_000
-            @Option(help: "json or csv.") var format: String = "json"
+            @OptionGroup var output: Format
 
             func run() throws {
                 guard let today = Campaign.day(parsing: asOf) else {
                     throw ValidationError("--as-of must be YYYY-MM-DD")
                 }
-                guard format == "json" || format == "csv" else { throw ValidationError("--format must be json or csv") }
                 var thresholds = RFMThresholds()
                 thresholds.newcomerDays = newcomerDays
                 thresholds.sleeperDays = sleeperDays
@@ -292,7 +297,7 @@ extension Hub {
                 thresholds.frequentPurchases = frequentPurchases
                 thresholds.largeSpendMinor = largeSpend
                 let report = try OperatorQueries().rfm(try options.openLedger(), asOf: today, thresholds: thresholds)
-                print(format == "csv" ? report.csv : report.json.jsonLine, terminator: format == "csv" ? "" : "\n")
+                output.print(report)
             }
         }
 

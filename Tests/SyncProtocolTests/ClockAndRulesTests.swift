@@ -42,6 +42,29 @@ import Testing
         #expect(try CardNumber("4006381333931").digits == "4006381333931")
     }
 
+    @Test func phoneNumbersAreE164AndHashUnderAKey() {
+        #expect(PhoneNumber("+4915112345678")?.digits == "4915112345678")
+        for bad in ["4915112345678", "+49 151 1234", "+1234567", "+1234567890123456", "", "+49151123456a"] {
+            #expect(PhoneNumber(bad) == nil, "\(bad)")
+        }
+        let hub = SigningKeyPair.fromSeed([UInt8](repeating: 3, count: 32)).publicKey
+        let phone = PhoneNumber("+4915112345678")!
+        #expect(
+            phone.hash(key: PhoneNumber.provisionalKey(hub: hub))
+                == phone.hash(key: PhoneNumber.provisionalKey(hub: hub)))
+        #expect(
+            phone.hash(key: PhoneNumber.provisionalKey(hub: hub))
+                != PhoneNumber("+4915112345679")!.hash(key: PhoneNumber.provisionalKey(hub: hub)))
+    }
+
+    @Test func issuedCardsCarryTheirSerialAndAValidCheckDigit() throws {
+        #expect(CardNumber.issued(prefix: "46", serial: 1).digits == "4600000000015")
+        for serial in [0, 7, 99_999, 9_999_999_999] {
+            let card = CardNumber.issued(prefix: "47", serial: serial)
+            #expect(try CardNumber(card.digits) == card && card.digits.hasPrefix("47"))
+        }
+    }
+
     @Test func wrongCheckDigitIsRefusedWithTheExpectedDigit() {
         #expect(throws: CardError.badCheckDigit("4600000000017", expected: 5)) { try CardNumber("4600000000017") }
         #expect(throws: CardError.notThirteenDigits("12345")) { try CardNumber("12345") }

@@ -14,11 +14,13 @@ build: bootstrap
 demo: build
 	$(BIN)/simulate demo
 
-## make test: the whole test suite (unit, component and end-to-end against the real executables).
+## make test: the whole test suite (unit, component and end-to-end against the real executables);
+## the hub's tests run on SQLite and on a local PostgreSQL that scripts/postgres starts.
 test: bootstrap
 	$(SWIFT) build --build-tests
 	scripts/fuzz 20
-	$(SWIFT) test --skip-build --parallel --num-workers 2
+	scripts/postgres start >/dev/null
+	LOYALTY_TEST_POSTGRES="$$(scripts/postgres url)" $(SWIFT) test --skip-build --parallel --num-workers 2
 
 ## make simulate: the standard deterministic scenario (6 stores, 300 members, one day) over 5 seeds,
 ## with a JSON summary and an HTML report in .build/simulate/ (opens nothing).

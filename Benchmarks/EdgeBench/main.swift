@@ -171,7 +171,7 @@ func rawGroupCommitRate(batch: Int, duration: Double) throws -> Double {
     let db = try SQLiteConnection(path: path)
     try db.configureDurable()
     try db.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB)")
-    let payload = SQLiteValue.blob([UInt8](repeating: 7, count: 120))
+    let payload = SQLValue.blob([UInt8](repeating: 7, count: 120))
     var rowsWritten = 0
     let begin = now()
     while now() - begin < duration {
@@ -202,7 +202,7 @@ func rawConcurrentGroupCommitRate(writers: Int, duration: Double) throws -> Doub
         var stop = false
     }
     let queue = Queue()
-    let payload = SQLiteValue.blob([UInt8](repeating: 7, count: 120))
+    let payload = SQLValue.blob([UInt8](repeating: 7, count: 120))
     let committer = Thread {
         while true {
             queue.condition.lock()

@@ -236,7 +236,7 @@ public enum Chaos {
         }
     }
 
-    static func slots(_ path: String) throws -> [[SQLiteValue]] {
+    static func slots(_ path: String) throws -> [[SQLValue]] {
         let db = try SQLiteConnection(path: path, readOnly: true)
         defer { db.close() }
         return try db.query("SELECT member, account, kind, from_node, to_node, value FROM slots ORDER BY 1, 2, 3, 4, 5")

@@ -32,6 +32,10 @@ public final class LocalCluster: @unchecked Sendable {
     private var children: [Process] = []
     private var hubKey = ""
     private var hubPort: UInt16 = 0
+    /// Every hub process started, in order; stores sync through one of them.
+    private var hubs: [(port: UInt16, process: Process, arguments: [String])] = []
+    /// The hubs' database as `hub --db` takes it; nil keeps SQLite in the hub's data directory.
+    public var hubDatabaseURL: String?
     public private(set) var stores: [String: StoreHandle] = [:]
     private var storeProcesses: [String: Process] = [:]
     private var storeArguments: [String: [String]] = [:]
@@ -130,39 +134,67 @@ public final class LocalCluster: @unchecked Sendable {
     private var hubData: String { workDirectory.appendingPathComponent("hub").path }
     /// The hub's data directory, for running `hub` tools against it.
     public var hubDataPath: String { hubData }
+    /// How `hub` tools are told where the hub database is.
+    public var hubDataArguments: [String] {
+        hubDatabaseURL.map { ["--db", $0] } ?? ["--data", hubData]
+    }
     /// The hub's operator console (HTTP) port.
     public private(set) var consolePort: UInt16 = 0
 
     public func startHub() throws {
         let keyPath = workDirectory.appendingPathComponent("hub.key").path
         hubKey = try runTool("hub", ["keygen", "--key", keyPath])
-        hubPort = try Self.freePort()
-        consolePort = try Self.freePort()
-        try launch(
-            "hub",
-            [
-                "run", "--data", hubData, "--key", keyPath, "--listen", "127.0.0.1:\(hubPort)",
-                "--handshake-timeout-ms",
-                "\(handshakeTimeoutMilliseconds)", "--revocation-check-ms", "500", "--http", "127.0.0.1:\(consolePort)",
-            ], log: "hub.log")
-        try waitForPort(hubPort, what: "hub")
-        try waitForPort(consolePort, what: "hub console")
+        hubPort = try startHubProcess(console: true)
+    }
+
+    /// Starts one more hub process with the same key and database (PostgreSQL: several hubs
+    /// serve stores from one database) and returns its sync port, for `addStore(via:)`.
+    @discardableResult
+    public func startAnotherHub() throws -> UInt16 {
+        try startHubProcess(console: false)
+    }
+
+    private func startHubProcess(console: Bool) throws -> UInt16 {
+        let keyPath = workDirectory.appendingPathComponent("hub.key").path
+        let port = try Self.freePort()
+        if console { consolePort = try Self.freePort() }
+        let arguments =
+            ["run", "--data", hubData] + (hubDatabaseURL.map { ["--db", $0] } ?? []) + [
+                "--key", keyPath, "--listen", "127.0.0.1:\(port)", "--handshake-timeout-ms",
+                "\(handshakeTimeoutMilliseconds)", "--revocation-check-ms", "500", "--http",
+                console ? "127.0.0.1:\(consolePort)" : "off",
+            ]
+        let process = try launch("hub", arguments, log: "hub\(hubs.isEmpty ? "" : "-\(hubs.count + 1)").log")
+        hubs.append((port, process, arguments))
+        try waitForPort(port, what: "hub")
+        if console { try waitForPort(consolePort, what: "hub console") }
+        return port
+    }
+
+    /// kill -9s hub `index` (0: the first) and starts it again on the same port and database.
+    public func restartHub(_ index: Int) throws {
+        let hub = hubs[index]
+        kill(hub.process.processIdentifier, SIGKILL)
+        hub.process.waitUntilExit()
+        let log = "hub\(index == 0 ? "" : "-\(index + 1)")-restarted.log"
+        hubs[index].process = try launch("hub", hub.arguments, log: log)
+        try waitForPort(hub.port, what: "restarted hub")
     }
 
     /// Generates a store key, enrolls it at the hub and starts the store behind a relay.
     @discardableResult
-    public func addStore(name: String, partner: String) throws -> StoreHandle {
+    public func addStore(name: String, partner: String, via hub: UInt16? = nil) throws -> StoreHandle {
         let keyPath = workDirectory.appendingPathComponent("\(name).key").path
         let publicKey = try runTool("edge", ["keygen", "--key", keyPath])
         let idText = try runTool(
             "hub",
-            ["store", "enroll", "--data", hubData, "--name", name, "--partner", partner, "--public-key", publicKey])
+            ["store", "enroll"] + hubDataArguments + ["--name", name, "--partner", partner, "--public-key", publicKey])
         guard let id = UInt32(idText) else { throw HarnessError("hub store enroll printed \(idText)") }
         let relayPort = try Self.freePort()
         let relay = try launch(
             "simulate",
             [
-                "relay", "--listen", "127.0.0.1:\(relayPort)", "--to", "127.0.0.1:\(hubPort)", "--faults",
+                "relay", "--listen", "127.0.0.1:\(relayPort)", "--to", "127.0.0.1:\(hub ?? hubPort)", "--faults",
                 faultsFile(name).path,
             ], log: "relay-\(name).log")
         try waitForPort(relayPort, what: "relay for \(name)")
@@ -209,7 +241,7 @@ public final class LocalCluster: @unchecked Sendable {
 
     /// The member's merged balance at the hub, read from its database by `hub member`.
     public func hubBalance(card: String) throws -> Int64? {
-        guard let line = try? runTool("hub", ["member", "--data", hubData, "--card", card]) else { return nil }
+        guard let line = try? runTool("hub", ["member"] + hubDataArguments + ["--card", card]) else { return nil }
         return try JSONValue.parse(Array(line.utf8))["balance"]?.intValue
     }
 
@@ -238,20 +270,22 @@ public final class LocalCluster: @unchecked Sendable {
         return try runTool(
             "hub",
             [
-                "rules", "publish", "--data", hubData, "--key", workDirectory.appendingPathComponent("hub.key").path,
+                "rules", "publish",
+            ] + hubDataArguments + [
+                "--key", workDirectory.appendingPathComponent("hub.key").path,
                 "--file", file.path,
             ])
     }
 
     /// Creates promo codes at the hub.
     public func createPromoCodes(points: Int, count: Int) throws -> [String] {
-        try runTool("hub", ["promo", "create", "--data", hubData, "--points", "\(points)", "--count", "\(count)"])
+        try runTool("hub", ["promo", "create"] + hubDataArguments + ["--points", "\(points)", "--count", "\(count)"])
             .split(separator: "\n").map(String.init)
     }
 
     /// Revokes the store's key at the hub.
     public func revoke(_ store: String) throws {
-        _ = try runTool("hub", ["store", "revoke", "--data", hubData, "--name", store])
+        _ = try runTool("hub", ["store", "revoke"] + hubDataArguments + ["--name", store])
     }
 
     /// Prints the last lines of every process log (for a failed test's output).

@@ -19,12 +19,16 @@ public enum Walkthrough {
     public static let card = "4600000000015"
     public static let phone = "+4915112345678"
 
-    public static func run(_ cluster: LocalCluster, say: (String) -> Void) throws -> Outcome {
+    /// With `twoHubs`, store B syncs through a second hub process on the same database
+    /// (`cluster.hubDatabaseURL`, PostgreSQL): the figures must not change.
+    public static func run(_ cluster: LocalCluster, twoHubs: Bool = false, say: (String) -> Void) throws -> Outcome {
         let card = Self.card
         say("== starting hub and stores A (grocer) and B (fuel) on loopback")
         try cluster.startHub()
+        let second = twoHubs ? try cluster.startAnotherHub() : nil
         try cluster.addStore(name: "A", partner: "grocer")
-        try cluster.addStore(name: "B", partner: "fuel")
+        try cluster.addStore(name: "B", partner: "fuel", via: second)
+        if twoHubs { say("   store B syncs through a second hub process on the same database") }
         let a = try cluster.pos("A")
         let b = try cluster.pos("B")
         try cluster.wait(upTo: 15, for: "both stores online") {
@@ -124,7 +128,7 @@ public enum Walkthrough {
             Array(
                 try cluster.runTool(
                     "hub",
-                    ["report", "clearing", "--data", cluster.hubDataPath, "--from", "2000-01-01", "--to", "2100-12-31"]
+                    ["report", "clearing"] + cluster.hubDataArguments + ["--from", "2000-01-01", "--to", "2100-12-31"]
                 ).utf8))
         var rows: [JSONValue] = []
         if case .array(let netted)? = clearing["netted"] { rows = netted }

@@ -845,7 +845,7 @@ public final class Simulation {
         pendingHeals = remaining
     }
 
-    func slotsDigest(_ db: SQLiteConnection) throws -> [[SQLiteValue]] {
+    func slotsDigest(_ db: any SQLDatabase) throws -> [[SQLValue]] {
         try db.query("SELECT member, account, kind, from_node, to_node, value FROM slots ORDER BY 1, 2, 3, 4, 5").map(
             \.values)
     }

@@ -65,7 +65,7 @@ extension Simulate {
                 _ = try Walkthrough.run(cluster) { line in print(line) }
                 if linger > 0 {
                     let token = try cluster.runTool(
-                        "hub", ["token", "create", "--data", cluster.hubDataPath, "--label", "demo-operator"])
+                        "hub", ["token", "create"] + cluster.hubDataArguments + ["--label", "demo-operator"])
                     print("\n== the hub's operator console, for \(linger) s (Ctrl-C stops earlier):")
                     print("   http://127.0.0.1:\(cluster.consolePort)/#token=\(token)")
                     sleep(linger)

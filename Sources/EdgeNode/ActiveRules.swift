@@ -73,7 +73,7 @@ public final class ActiveRules: @unchecked Sendable {
 extension EdgeLedger {
     /// Verifies a signed rules document from the hub, refuses one that is not newer than
     /// what this store runs, and stores it; the caller installs it.
-    public func storeRules(_ db: SQLiteConnection, signed: [UInt8], hubKey: PublicKey) throws -> RulesDocument {
+    public func storeRules(_ db: any SQLDatabase, signed: [UInt8], hubKey: PublicKey) throws -> RulesDocument {
         let document = try RulesDocument.verify(signed, hubKey: hubKey)
         let current = UInt64(try db.scalar("SELECT COALESCE(MAX(version), 0) FROM rules") ?? 0)
         guard document.version > current else {
@@ -84,7 +84,7 @@ extension EdgeLedger {
     }
 
     /// The newest stored rules, verified again (a tampered database is not trusted).
-    public static func loadRules(_ db: SQLiteConnection, hubKey: PublicKey) throws -> RulesDocument? {
+    public static func loadRules(_ db: any SQLDatabase, hubKey: PublicKey) throws -> RulesDocument? {
         guard let row = try db.query("SELECT document FROM rules ORDER BY version DESC LIMIT 1").first else {
             return nil
         }

@@ -76,7 +76,7 @@ extension EdgeLedger {
     /// Prices a check: points earned for a given redemption, and the most that can be redeemed
     /// here now (online, the hub can add rights held elsewhere, up to the balance).
     public func quote(
-        _ db: SQLiteConnection, card: String, amountMinor: UInt64, redeemPoints: UInt64, connectivity: Connectivity
+        _ db: any SQLDatabase, card: String, amountMinor: UInt64, redeemPoints: UInt64, connectivity: Connectivity
     ) throws -> Quote {
         guard amountMinor > 0, amountMinor <= Self.maxAmountMinor else {
             throw PosError.invalidAmount("amount must be between 1 and \(Self.maxAmountMinor) minor units")
@@ -97,12 +97,12 @@ extension EdgeLedger {
     }
 
     /// The purchase a refund refers to, from this store's log or from the synced logs of others.
-    func originalPurchase(_ db: SQLiteConnection, store: NodeID, key: String) throws -> PurchaseRecord? {
+    func originalPurchase(_ db: any SQLDatabase, store: NodeID, key: String) throws -> PurchaseRecord? {
         try originalPurchaseEntry(db, store: store, key: key)?.purchase
     }
 
     /// The purchase and when it was made (its log entry's hybrid-clock time).
-    func originalPurchaseEntry(_ db: SQLiteConnection, store: NodeID, key: String) throws -> (
+    func originalPurchaseEntry(_ db: any SQLDatabase, store: NodeID, key: String) throws -> (
         purchase: PurchaseRecord, at: UInt64
     )? {
         let rows =
@@ -117,7 +117,7 @@ extension EdgeLedger {
         return (purchase, entry.timestamp.milliseconds)
     }
 
-    func refundTotals(_ db: SQLiteConnection, store: NodeID, key: String) throws -> (
+    func refundTotals(_ db: any SQLDatabase, store: NodeID, key: String) throws -> (
         refunded: UInt64, reversed: UInt64, returned: UInt64, returnedPromo: UInt64
     ) {
         guard
@@ -133,7 +133,7 @@ extension EdgeLedger {
     }
 
     /// Adds a refund (ours or another store's) to the totals of its purchase.
-    func recordRefund(_ db: SQLiteConnection, _ refund: RefundRecord) throws {
+    func recordRefund(_ db: any SQLDatabase, _ refund: RefundRecord) throws {
         try db.run(
             """
             INSERT INTO refund_totals(original_store, original_key, refunded_minor, reversed, returned, returned_promo)
@@ -152,7 +152,7 @@ extension EdgeLedger {
     /// Refunds all or part of a purchase made here or (once synced) at another store: takes
     /// back the points it earned and gives back the points it redeemed, in proportion.
     /// Earned points already spent elsewhere become a member debt (a negative balance).
-    public func refund(_ db: SQLiteConnection, _ request: RefundRequest) throws -> RefundReceipt {
+    public func refund(_ db: any SQLDatabase, _ request: RefundRequest) throws -> RefundReceipt {
         let store = request.originalStore ?? node
         if let row = try db.query("SELECT entry FROM log WHERE idem_key = ?", [.text(request.idempotencyKey)]).first {
             let entry = try LogEntry(decoding: row.blob(0))

@@ -111,7 +111,7 @@ public struct EdgeLedger: Sendable {
 
     /// Points this member earned here that are still inside this partner's return window:
     /// not redeemable yet, and their rights stay here until the window closes.
-    func pendingPoints(_ db: SQLiteConnection, member: MemberID) throws -> UInt64 {
+    func pendingPoints(_ db: any SQLDatabase, member: MemberID) throws -> UInt64 {
         let days = rules.pendingDays
         guard days > 0 else { return 0 }
         let start = now() &- days * 86_400_000
@@ -150,11 +150,11 @@ public struct EdgeLedger: Sendable {
         case memberSerial = "member_serial"
     }
 
-    func meta(_ db: SQLiteConnection, _ key: MetaKey) throws -> UInt64 {
+    func meta(_ db: any SQLDatabase, _ key: MetaKey) throws -> UInt64 {
         UInt64(bitPattern: try db.scalar("SELECT value FROM meta WHERE key = ?", [.text(key.rawValue)]) ?? 0)
     }
 
-    func setMeta(_ db: SQLiteConnection, _ key: MetaKey, _ value: UInt64) throws {
+    func setMeta(_ db: any SQLDatabase, _ key: MetaKey, _ value: UInt64) throws {
         try db.run(
             "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [.text(key.rawValue), .uint(value)])
@@ -162,11 +162,11 @@ public struct EdgeLedger: Sendable {
 
     // MARK: Reading
 
-    func counter(_ db: SQLiteConnection, member: MemberID, account: Account) throws -> EscrowCounter {
+    func counter(_ db: any SQLDatabase, member: MemberID, account: Account) throws -> EscrowCounter {
         try CounterSlots.load(db, member: member, account: account)
     }
 
-    func view(_ db: SQLiteConnection, member: MemberID, card: String) throws -> MemberView {
+    func view(_ db: any SQLDatabase, member: MemberID, card: String) throws -> MemberView {
         let main = try counter(db, member: member, account: .main)
         let promo = try counter(db, member: member, account: .promo)
         let at = now()
@@ -179,7 +179,7 @@ public struct EdgeLedger: Sendable {
     }
 
     /// Finds a member by card number or phone number.
-    public func identify(_ db: SQLiteConnection, card: String?, phone: String?) throws -> MemberView {
+    public func identify(_ db: any SQLDatabase, card: String?, phone: String?) throws -> MemberView {
         if let card {
             let number: CardNumber
             do { number = try CardNumber(card) } catch { throw PosError.invalidCard(error.description) }
@@ -200,7 +200,7 @@ public struct EdgeLedger: Sendable {
     }
 
     /// The member with this card (one indexed lookup; no balances).
-    func memberID(_ db: SQLiteConnection, card: String) throws -> (id: MemberID, card: String) {
+    func memberID(_ db: any SQLDatabase, card: String) throws -> (id: MemberID, card: String) {
         let number: CardNumber
         do { number = try CardNumber(card) } catch { throw PosError.invalidCard(error.description) }
         guard let id = try db.scalar("SELECT id FROM members WHERE card = ?", [.text(number.digits)]) else {
@@ -223,7 +223,7 @@ public struct EdgeLedger: Sendable {
     // MARK: Writing
 
     /// Appends an entry to this store's log and applies its effects, in the caller's transaction.
-    func append(_ db: SQLiteConnection, key: String?, member: MemberID?, operation: Operation, effects: [SlotWrite])
+    func append(_ db: any SQLDatabase, key: String?, member: MemberID?, operation: Operation, effects: [SlotWrite])
         throws
         -> LogEntry
     {
@@ -244,16 +244,16 @@ public struct EdgeLedger: Sendable {
         return entry
     }
 
-    func applyEffects(_ db: SQLiteConnection, _ effects: [SlotWrite]) throws {
+    func applyEffects(_ db: any SQLDatabase, _ effects: [SlotWrite]) throws {
         try CounterSlots.apply(db, effects)
     }
 
-    func applyMember(_ db: SQLiteConnection, _ record: MemberRecord) throws {
+    func applyMember(_ db: any SQLDatabase, _ record: MemberRecord) throws {
         try CounterSlots.insertMember(db, record)
     }
 
     /// Registers a new member at this store.
-    public func register(_ db: SQLiteConnection, card: String, phone: String?, referrer: String?) throws -> MemberView {
+    public func register(_ db: any SQLDatabase, card: String, phone: String?, referrer: String?) throws -> MemberView {
         let number: CardNumber
         do { number = try CardNumber(card) } catch { throw PosError.invalidCard(error.description) }
         if try db.scalar("SELECT 1 FROM members WHERE card = ?", [.text(number.digits)]) != nil {
@@ -295,7 +295,7 @@ public struct EdgeLedger: Sendable {
     }
 
     /// Uncovered redemptions during the current outage, for this member and the whole store.
-    func exposureUse(_ db: SQLiteConnection, member: MemberID, outageStart: UInt64) throws -> ExposureUse {
+    func exposureUse(_ db: any SQLDatabase, member: MemberID, outageStart: UInt64) throws -> ExposureUse {
         let rows = try db.query(
             """
             SELECT COALESCE(SUM(points), 0), COUNT(*), COALESCE(SUM(CASE WHEN member = ? THEN points END), 0),
@@ -309,7 +309,7 @@ public struct EdgeLedger: Sendable {
 
     /// How many points this member can redeem here now: the rights held here, plus what the
     /// offline policy still allows when the hub is unreachable.
-    func redeemableNow(_ db: SQLiteConnection, _ counter: EscrowCounter, member: MemberID, _ connectivity: Connectivity)
+    func redeemableNow(_ db: any SQLDatabase, _ counter: EscrowCounter, member: MemberID, _ connectivity: Connectivity)
         throws -> (held: UInt64, allowance: UInt64)
     {
         let held =
@@ -322,7 +322,7 @@ public struct EdgeLedger: Sendable {
     /// Records a purchase that earns points and optionally redeems some. `grant` is a rights
     /// grant just received from the hub, applied in the same transaction.
     public func purchase(
-        _ db: SQLiteConnection, _ request: PurchaseRequest, grant: [SlotWrite] = [],
+        _ db: any SQLDatabase, _ request: PurchaseRequest, grant: [SlotWrite] = [],
         connectivity: Connectivity = .online(now: 0)
     ) throws -> PurchaseOutcome {
         try applyEffects(db, grant)
@@ -409,7 +409,7 @@ public struct EdgeLedger: Sendable {
 
     /// A retried purchase: the original answer, with today's balance; a different purchase
     /// under the same receipt id is refused.
-    private func replay(_ db: SQLiteConnection, entry: LogEntry, request: PurchaseRequest) throws -> PurchaseReceipt {
+    private func replay(_ db: any SQLDatabase, entry: LogEntry, request: PurchaseRequest) throws -> PurchaseReceipt {
         guard case .purchase(let original) = entry.operation, original.amountMinor == request.amountMinor,
             original.pointsRedeemed == request.redeemPoints, original.promoRedeemed == request.redeemPromoPoints,
             let card = try db.query("SELECT card FROM members WHERE id = ?", [.uint(original.member.rawValue)]).first?
@@ -429,7 +429,7 @@ public struct EdgeLedger: Sendable {
 
     /// Hands the rights this store holds for recently served members back to the hub, so
     /// that any store can redeem them while online; then returns the entries the hub lacks.
-    public func preparePush(_ db: SQLiteConnection, after hubHigh: UInt64, limit: Int) throws -> [LogEntry] {
+    public func preparePush(_ db: any SQLDatabase, after hubHigh: UInt64, limit: Int) throws -> [LogEntry] {
         let scanned = try meta(db, .releaseScan)
         // Every member whose counter an entry since the last scan raised here (a referral
         // raises the referrer's too).
@@ -465,7 +465,7 @@ public struct EdgeLedger: Sendable {
             .map { try LogEntry(decoding: $0.blob(0)) }
     }
 
-    public func acknowledge(_ db: SQLiteConnection, upTo: UInt64) throws {
+    public func acknowledge(_ db: any SQLDatabase, upTo: UInt64) throws {
         if upTo > (try meta(db, .acknowledged)) { try setMeta(db, .acknowledged, upTo) }
     }
 
@@ -473,7 +473,7 @@ public struct EdgeLedger: Sendable {
     /// any origin's log is refused (the writer rolls the whole batch back). Returns the
     /// remote clock stamps this node's clock refused to follow (too far in the future).
     @discardableResult
-    public func applyFeed(_ db: SQLiteConnection, _ entries: [FeedEntry], upTo: UInt64) throws -> [ClockError] {
+    public func applyFeed(_ db: any SQLDatabase, _ entries: [FeedEntry], upTo: UInt64) throws -> [ClockError] {
         var clockErrors: [ClockError] = []
         var highs: [NodeID: UInt64] = [:]
         for feed in entries {
@@ -521,14 +521,14 @@ public struct EdgeLedger: Sendable {
 
     /// What the store reports to the hub about itself: cheap reads only (no member count),
     /// since it runs on the writer between POS operations.
-    func telemetryFigures(_ db: SQLiteConnection) throws -> (unsynced: UInt64, uncoveredPoints: UInt64) {
+    func telemetryFigures(_ db: any SQLDatabase) throws -> (unsynced: UInt64, uncoveredPoints: UInt64) {
         let last = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0)
         let acknowledged = try meta(db, .acknowledged)
         let uncovered = UInt64(try db.scalar("SELECT COALESCE(SUM(points), 0) FROM exposure") ?? 0)
         return (last - min(last, acknowledged), uncovered)
     }
 
-    public func status(_ db: SQLiteConnection, connectivity: Connectivity? = nil) throws -> LedgerStatus {
+    public func status(_ db: any SQLDatabase, connectivity: Connectivity? = nil) throws -> LedgerStatus {
         var status = LedgerStatus(
             lastSequence: UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0),
             acknowledgedSequence: try meta(db, .acknowledged),

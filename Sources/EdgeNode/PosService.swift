@@ -196,7 +196,7 @@ final class PosService {
     /// Runs a ledger call on the writer and maps its errors to POS errors.
     private func run(
         _ done: @escaping Completion, kick: Bool = false,
-        _ work: @escaping @Sendable (SQLiteConnection) throws -> JSONValue
+        _ work: @escaping @Sendable (any SQLDatabase) throws -> JSONValue
     ) {
         writer.submit(work) { [uplink, logger] result in
             switch result {

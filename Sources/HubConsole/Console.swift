@@ -13,16 +13,16 @@ public struct ConsoleConfiguration: Sendable {
     public var host: String
     public var port: Int
     /// The hub database the console reads (and writes promo codes to).
-    public var databasePath: String
+    public var database: HubDatabaseLocation
     /// The hub's public key (finds phones hashed before the first rules).
     public var hubKey: PublicKey?
     /// The largest request body accepted.
     public var maxBodyBytes = 64 * 1024
 
-    public init(host: String, port: Int, databasePath: String, hubKey: PublicKey?) {
+    public init(host: String, port: Int, database: HubDatabaseLocation, hubKey: PublicKey?) {
         self.host = host
         self.port = port
-        self.databasePath = databasePath
+        self.database = database
         self.hubKey = hubKey
     }
 }
@@ -51,7 +51,7 @@ public final class Console: Sendable {
         self.registry = registry
         self.logger = logger
         api = ConsoleAPI(
-            databases: ConnectionPool(path: configuration.databasePath),
+            databases: ConnectionPool(location: configuration.database),
             queries: OperatorQueries(hubKey: configuration.hubKey), status: status, registry: registry,
             maxBodyBytes: configuration.maxBodyBytes, logger: logger)
     }
@@ -109,38 +109,32 @@ public final class Console: Sendable {
     }
 }
 
-/// SQLite connections for the console's requests, opened on demand and reused. Reads run
-/// with `query_only`; the rare write (promo codes) takes a connection of its own.
+/// Database connections for the console's requests, opened on demand and reused. Reads run
+/// on read-only connections; the rare write (promo codes) takes a connection of its own. A
+/// connection whose request failed is closed rather than reused.
 final class ConnectionPool: @unchecked Sendable {
     // @unchecked: `idle` is guarded by `lock`; a connection is used by one thread at a time.
     private let lock = NSLock()
-    private var idle: [SQLiteConnection] = []
-    let path: String
+    private var idle: [any SQLDatabase] = []
+    let location: HubDatabaseLocation
 
-    init(path: String) { self.path = path }
+    init(location: HubDatabaseLocation) { self.location = location }
 
     /// Runs `body` with a read-only connection on NIO's blocking-work pool.
-    func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) throws -> T) async throws -> T {
         try await NIOThreadPool.singleton.runIfActive { [self] in
-            let db = try lock.withLock { idle.popLast() } ?? open()
-            defer { lock.withLock { idle.append(db) } }
-            return try body(db)
+            let db = try lock.withLock { idle.popLast() } ?? HubLedger.open(location, readOnly: true)
+            let result = try body(db)
+            lock.withLock { idle.append(db) }
+            return result
         }
     }
 
     /// Runs `body` in a write transaction on a connection of its own.
-    func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive { [path] in
-            let db = try SQLiteConnection(path: path)
-            defer { db.close() }
-            try db.configureDurable()
+    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive { [location] in
+            let db = try HubLedger.open(location)
             return try db.transaction { try body(db) }
         }
-    }
-
-    private func open() throws -> SQLiteConnection {
-        let db = try SQLiteConnection(path: path)
-        try db.execute("PRAGMA query_only = 1")
-        return db
     }
 }

@@ -51,7 +51,7 @@ public struct PartnerFigures: Sendable, Equatable {
 
 extension HubLedger {
     /// Every purchase the hub holds: member, store, amount and (programme-local) day.
-    func purchases(_ db: SQLiteConnection, offsetMinutes: Int32) throws -> [(
+    func purchases(_ db: any SQLDatabase, offsetMinutes: Int32) throws -> [(
         member: MemberID, store: NodeID, amount: UInt64, day: Int64
     )] {
         let days = RulesDocument(
@@ -68,7 +68,7 @@ extension HubLedger {
     }
 
     /// How many members fall in each RFM segment as of `today`.
-    public func rfm(_ db: SQLiteConnection, today: Int64, thresholds: RFMThresholds = RFMThresholds()) throws
+    public func rfm(_ db: any SQLDatabase, today: Int64, thresholds: RFMThresholds = RFMThresholds()) throws
         -> [Segment: Int]
     {
         let offset = try timeZoneOffsetMinutes(db)
@@ -96,7 +96,7 @@ extension HubLedger {
     }
 
     /// Participants, purchases, spend and retention per partner for days `first...last`.
-    public func partnerFigures(_ db: SQLiteConnection, first: Int64, last: Int64) throws -> [PartnerFigures] {
+    public func partnerFigures(_ db: any SQLDatabase, first: Int64, last: Int64) throws -> [PartnerFigures] {
         var partnerOf: [NodeID: String] = [:]
         for store in try stores(db) { partnerOf[store.id] = store.partner }
         let length = last - first + 1

@@ -64,7 +64,7 @@ extension HubLedger {
     static func tokenHash(_ token: String) -> [UInt8] { Sodium.hash([Array("api-token".utf8), Array(token.utf8)]) }
 
     /// Creates a token for `role` and returns it; it is shown once and stored only hashed.
-    public func createToken(_ db: SQLiteConnection, label: String, role: ApiRole) throws -> String {
+    public func createToken(_ db: any SQLDatabase, label: String, role: ApiRole) throws -> String {
         guard !label.isEmpty, label.count <= 64, label.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
             throw HubError("a token label is 1 to 64 ASCII characters without spaces")
         }
@@ -90,7 +90,7 @@ extension HubLedger {
     }
 
     /// The role of a presented token, or nil when it is unknown or revoked.
-    public func role(_ db: SQLiteConnection, token: String) throws -> ApiRole? {
+    public func role(_ db: any SQLDatabase, token: String) throws -> ApiRole? {
         guard token.hasPrefix(Self.tokenPrefix), token.count <= 128 else { return nil }
         guard
             let row = try db.query(
@@ -100,7 +100,7 @@ extension HubLedger {
         return row.isNull(0) ? .coalitionOperator : .partner(row.text(0))
     }
 
-    public func tokens(_ db: SQLiteConnection) throws -> [ApiTokenRecord] {
+    public func tokens(_ db: any SQLDatabase) throws -> [ApiTokenRecord] {
         try db.query("SELECT label, partner, created_ms, revoked_ms FROM api_tokens ORDER BY created_ms, label").map {
             ApiTokenRecord(
                 label: $0.text(0), role: $0.isNull(1) ? .coalitionOperator : .partner($0.text(1)),
@@ -108,7 +108,7 @@ extension HubLedger {
         }
     }
 
-    public func revokeToken(_ db: SQLiteConnection, label: String) throws {
+    public func revokeToken(_ db: any SQLDatabase, label: String) throws {
         guard
             try db.run(
                 "UPDATE api_tokens SET revoked_ms = ? WHERE label = ? AND revoked_ms IS NULL",

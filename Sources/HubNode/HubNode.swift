@@ -21,7 +21,11 @@ public struct HubConfiguration: Sendable {
         self.listen = listen
     }
 
+    /// The hub database; nil keeps SQLite's `hub.sqlite` in the data directory.
+    public var database: HubDatabaseLocation?
+
     public var databasePath: String { dataDirectory + "/hub.sqlite" }
+    public var databaseLocation: HubDatabaseLocation { database ?? .sqlite(path: databasePath) }
 }
 
 /// The hub process: one libuv loop serving store sessions, a writer thread owning the
@@ -52,8 +56,11 @@ public final class HubNode {
         rateLimiter = HandshakeRateLimiter(
             ratePerSecond: configuration.handshakesPerSecond, burst: configuration.handshakeBurst)
         identity = try KeyFile.load(from: configuration.keyFile)
-        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
-        let db = try HubLedger.open(path: configuration.databasePath)
+        if case .sqlite(let path) = configuration.databaseLocation {
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        }
+        let db = try HubLedger.open(configuration.databaseLocation)
         loop = try EventLoop()
         writer = try DatabaseWriter(loop: loop, connection: db)
         listener = try TCPListener(loop: loop)
@@ -67,7 +74,10 @@ public final class HubNode {
         }
         logger.info(
             "hub listening",
-            metadata: ["address": "\(configuration.listen.host):\(port)", "key": "\(identity.publicKey)"])
+            metadata: [
+                "address": "\(configuration.listen.host):\(port)", "key": "\(identity.publicKey)",
+                "database": "\(configuration.databaseLocation)",
+            ])
     }
 
     private func accept(_ stream: TCPStream) {
@@ -282,7 +292,7 @@ final class StoreSession {
                     }
                 }
             case .grant(let requestID, let member, let account, let points):
-                let grant: @Sendable (SQLiteConnection) throws -> (granted: UInt64, entry: LogEntry?) = { db in
+                let grant: @Sendable (any SQLDatabase) throws -> (granted: UInt64, entry: LogEntry?) = { db in
                     try ledger.grant(db, member: member, account: account, to: store, points: points)
                 }
                 writer.submit(grant) { [weak self] result in
@@ -297,7 +307,7 @@ final class StoreSession {
                 }
             case .activatePromo(let requestID, let member, let code):
                 let activate:
-                    @Sendable (SQLiteConnection) throws -> (points: UInt64, entry: LogEntry?, refusal: String?) = {
+                    @Sendable (any SQLDatabase) throws -> (points: UInt64, entry: LogEntry?, refusal: String?) = {
                         db in try ledger.activatePromo(db, code: code, member: member, store: store)
                     }
                 writer.submit(activate) { [weak self] result in

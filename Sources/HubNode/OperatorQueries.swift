@@ -25,7 +25,7 @@ public struct OperatorQueries: Sendable {
 
     // MARK: Stores
 
-    public func stores(_ db: SQLiteConnection, live: [NodeID: HubStatus.Store] = [:], scope: String?, now: UInt64)
+    public func stores(_ db: any SQLDatabase, live: [NodeID: HubStatus.Store] = [:], scope: String?, now: UInt64)
         throws -> JSONValue
     {
         var rows: [JSONValue] = []
@@ -35,7 +35,7 @@ public struct OperatorQueries: Sendable {
         return .object(["stores": .array(rows)])
     }
 
-    func storeJSON(_ db: SQLiteConnection, _ store: StoreRecord, live: HubStatus.Store?, now: UInt64) throws
+    func storeJSON(_ db: any SQLDatabase, _ store: StoreRecord, live: HubStatus.Store?, now: UInt64) throws
         -> JSONValue
     {
         func optional(_ value: UInt64?) -> JSONValue { value.map { .int(Int64(clamping: $0)) } ?? .null }
@@ -66,7 +66,7 @@ public struct OperatorQueries: Sendable {
 
     /// One store, or nil when no store has this id; `outOfScope` when it is another partner's.
     public func store(
-        _ db: SQLiteConnection, id: UInt32, live: HubStatus.Store?, scope: String?, now: UInt64
+        _ db: any SQLDatabase, id: UInt32, live: HubStatus.Store?, scope: String?, now: UInt64
     ) throws -> (json: JSONValue?, outOfScope: Bool) {
         guard let store = try ledger.stores(db).first(where: { $0.id.rawValue == id }) else { return (nil, false) }
         if let scope, store.partner != scope { return (nil, true) }
@@ -76,7 +76,7 @@ public struct OperatorQueries: Sendable {
     // MARK: Members
 
     /// Phone hashes under the current rules' key and the provisional one.
-    func phoneHashes(_ db: SQLiteConnection, phone: String) throws -> [[UInt8]] {
+    func phoneHashes(_ db: any SQLDatabase, phone: String) throws -> [[UInt8]] {
         guard let number = PhoneNumber(phone) else { throw HubError(PhoneNumber.formHint) }
         var keys: [SecretBytes] = []
         if let latest = try ledger.latestRules(db, newerThan: 0),
@@ -89,10 +89,10 @@ public struct OperatorQueries: Sendable {
     }
 
     /// A member by card or phone, with balances, tier and history (nil: not at the hub).
-    public func member(_ db: SQLiteConnection, card: String?, phone: String?, scope: String?, now: UInt64) throws
+    public func member(_ db: any SQLDatabase, card: String?, phone: String?, scope: String?, now: UInt64) throws
         -> JSONValue?
     {
-        var found: SQLiteRow?
+        var found: SQLRow?
         if let card {
             let number: CardNumber
             do { number = try CardNumber(card) } catch { throw HubError("invalid card number: \(error)") }
@@ -182,7 +182,7 @@ public struct OperatorQueries: Sendable {
     }
 
     /// The newest purchases, refunds and registrations the hub merged, newest first.
-    public func transactions(_ db: SQLiteConnection, limit: Int, scope: String?) throws -> JSONValue {
+    public func transactions(_ db: any SQLDatabase, limit: Int, scope: String?) throws -> JSONValue {
         let stores = Dictionary(uniqueKeysWithValues: try ledger.stores(db).map { ($0.id, $0) })
         var rows: [JSONValue] = []
         var before = UInt64(Int64.max)
@@ -208,7 +208,7 @@ public struct OperatorQueries: Sendable {
 
     // MARK: Rules
 
-    public func rules(_ db: SQLiteConnection) throws -> JSONValue {
+    public func rules(_ db: any SQLDatabase) throws -> JSONValue {
         let versions = try db.query("SELECT version, published_ms FROM rules ORDER BY version DESC").map {
             JSONValue.object(["version": .int($0.int(0)), "publishedAt": .int($0.int(1))])
         }
@@ -244,7 +244,7 @@ public struct OperatorQueries: Sendable {
 
     // MARK: Reports
 
-    public func rfm(_ db: SQLiteConnection, asOf today: Int64, thresholds: RFMThresholds = RFMThresholds()) throws
+    public func rfm(_ db: any SQLDatabase, asOf today: Int64, thresholds: RFMThresholds = RFMThresholds()) throws
         -> OperatorReport
     {
         let counts = try ledger.rfm(db, today: today, thresholds: thresholds)
@@ -264,7 +264,7 @@ public struct OperatorQueries: Sendable {
             json: .object(["asOfDay": .int(today), "segments": .array(rows)]), csv: csv)
     }
 
-    public func partners(_ db: SQLiteConnection, first: Int64, last: Int64, scope: String?) throws -> OperatorReport {
+    public func partners(_ db: any SQLDatabase, first: Int64, last: Int64, scope: String?) throws -> OperatorReport {
         var csv = "partner,participants,purchases,frequency_per_mille,average_check,retention_per_mille\n"
         var rows: [JSONValue] = []
         for row in try ledger.partnerFigures(db, first: first, last: last) where scope == nil || row.partner == scope {
@@ -287,14 +287,14 @@ public struct OperatorQueries: Sendable {
     }
 
     /// Days (programme time zone) to the Unix-millisecond period they cover.
-    public func period(_ db: SQLiteConnection, first: Int64, last: Int64) throws -> ClosedRange<UInt64> {
+    public func period(_ db: any SQLDatabase, first: Int64, last: Int64) throws -> ClosedRange<UInt64> {
         let offset = Int64(try ledger.timeZoneOffsetMinutes(db)) * 60_000
         let start = UInt64(max(0, first * 86_400_000 - offset))
         let end = UInt64(max(0, (last + 1) * 86_400_000 - offset - 1))
         return start...max(start, end)
     }
 
-    public func clearing(_ db: SQLiteConnection, first: Int64, last: Int64, scope: String?) throws -> OperatorReport {
+    public func clearing(_ db: any SQLDatabase, first: Int64, last: Int64, scope: String?) throws -> OperatorReport {
         var report = try ledger.clearing(db, period: try period(db, first: first, last: last))
         if let scope { report = report.limited(to: scope) }
         var json = report.json
@@ -307,7 +307,7 @@ public struct OperatorQueries: Sendable {
     }
 
     /// Points issued and not yet spent or expired, per partner, over the whole log.
-    public func liability(_ db: SQLiteConnection, scope: String?) throws -> OperatorReport {
+    public func liability(_ db: any SQLDatabase, scope: String?) throws -> OperatorReport {
         var report = try ledger.clearing(db, period: 0...UInt64(Int64.max))
         if let scope { report = report.limited(to: scope) }
         var csv = "partner,points\n"
@@ -319,7 +319,7 @@ public struct OperatorQueries: Sendable {
         return OperatorReport(json: .object(["partners": .array(rows)]), csv: csv)
     }
 
-    public func exposure(_ db: SQLiteConnection, scope: String?) throws -> OperatorReport {
+    public func exposure(_ db: any SQLDatabase, scope: String?) throws -> OperatorReport {
         let partnerOf = Dictionary(uniqueKeysWithValues: try ledger.stores(db).map { ($0.name, $0.partner) })
         var csv = "store,redemptions,points,members,members_now_in_debt\n"
         var rows: [JSONValue] = []

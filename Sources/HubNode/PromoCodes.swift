@@ -20,14 +20,14 @@ extension HubLedger {
     static let codeAlphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
     /// Creates `count` fresh codes worth `points` each and returns them.
-    public func createPromoCodes(_ db: SQLiteConnection, points: UInt64, count: Int) throws -> [String] {
+    public func createPromoCodes(_ db: any SQLDatabase, points: UInt64, count: Int) throws -> [String] {
         guard points > 0, points <= 1_000_000 else { throw HubError("a promo code is worth 1 to 1,000,000 points") }
         guard count > 0, count <= 100_000 else { throw HubError("create 1 to 100,000 codes at a time") }
         var codes: [String] = []
         while codes.count < count {
             let code = String(Sodium.randomBytes(10).map { Self.codeAlphabet[Int($0) % 32] })
             let inserted = try db.run(
-                "INSERT OR IGNORE INTO promo_codes(code, points, created_ms) VALUES(?, ?, ?)",
+                "INSERT INTO promo_codes(code, points, created_ms) VALUES(?, ?, ?) ON CONFLICT DO NOTHING",
                 [.text(code), .uint(points), .uint(wallClockMilliseconds())])
             if inserted == 1 { codes.append(code) }
         }
@@ -36,7 +36,7 @@ extension HubLedger {
 
     /// Credits a code to a member's promo account, once: the hub's entry raises its own
     /// `earned[hub]` slot of that account. Returns the points and entry, or why not.
-    public func activatePromo(_ db: SQLiteConnection, code raw: String, member: MemberID, store: NodeID) throws -> (
+    public func activatePromo(_ db: any SQLDatabase, code raw: String, member: MemberID, store: NodeID) throws -> (
         points: UInt64, entry: LogEntry?, refusal: String?
     ) {
         let code = raw.uppercased().filter { $0 != "-" && $0 != " " }

@@ -5,7 +5,7 @@ extension HubLedger {
     /// The clearing report for spends between two Unix times (inclusive), over every entry
     /// the hub holds, in hybrid-clock order. Stores map to their partners; the hub's own
     /// credits belong to "coalition".
-    public func clearing(_ db: SQLiteConnection, period: ClosedRange<UInt64>) throws -> ClearingReport {
+    public func clearing(_ db: any SQLDatabase, period: ClosedRange<UInt64>) throws -> ClearingReport {
         var partners: [NodeID: String] = [.hub: "coalition"]
         for store in try stores(db) { partners[store.id] = store.partner }
         var calculator = ClearingCalculator(period: period) { partners[$0] ?? "store-\($0.rawValue)" }
@@ -17,7 +17,7 @@ extension HubLedger {
 
     /// Offline exposure per store: redemptions beyond the rights held, under the offline
     /// policy, and whether the member's balance has since stayed covered.
-    public func exposure(_ db: SQLiteConnection) throws -> [(
+    public func exposure(_ db: any SQLDatabase) throws -> [(
         store: String, redemptions: Int, points: UInt64, members: Int, membersNowInDebt: Int
     )] {
         var names: [NodeID: String] = [:]
@@ -39,7 +39,7 @@ extension HubLedger {
     }
 
     /// The programme's time-zone offset from the latest rules (0 before any are published).
-    public func timeZoneOffsetMinutes(_ db: SQLiteConnection) throws -> Int32 {
+    public func timeZoneOffsetMinutes(_ db: any SQLDatabase) throws -> Int32 {
         guard let latest = try latestRules(db, newerThan: 0) else { return 0 }
         return (try? RulesDocument(decoding: Array(latest.document.dropFirst(64))))?.timeZoneOffsetMinutes ?? 0
     }
@@ -83,7 +83,7 @@ extension HubLedger {
     /// milliseconds) and has not spent, as hub entries raising `spent[hub]`. Only points whose
     /// redemption rights the hub holds can expire now (otherwise a store could still redeem
     /// them); the rest is reported as waiting for the stores to hand their rights back.
-    public func expire(_ db: SQLiteConnection, cutoff: UInt64, cutoffDay: Int64) throws -> [(
+    public func expire(_ db: any SQLDatabase, cutoff: UInt64, cutoffDay: Int64) throws -> [(
         member: MemberID, expired: UInt64, waiting: UInt64
     )] {
         var calculator = ClearingCalculator(period: 0...0) { _ in "" }

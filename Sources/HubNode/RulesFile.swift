@@ -127,7 +127,7 @@ public struct RulesFile: Decodable, Sendable {
 extension HubLedger {
     /// Signs and stores the next version of the rules. The phone key is made once, at the
     /// first publication, and carried into every later version.
-    public func publishRules(_ db: SQLiteConnection, _ file: RulesFile, hub: SigningKeyPair) throws -> RulesDocument {
+    public func publishRules(_ db: any SQLDatabase, _ file: RulesFile, hub: SigningKeyPair) throws -> RulesDocument {
         var phoneKey: [UInt8]
         var version: UInt64 = 1
         if let latest = try latestRules(db, newerThan: 0) {

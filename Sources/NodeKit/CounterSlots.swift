@@ -16,7 +16,7 @@ public enum CounterSlots {
         """
 
     /// A member's account as an `EscrowCounter`.
-    public static func load(_ db: SQLiteConnection, member: MemberID, account: Account) throws -> EscrowCounter {
+    public static func load(_ db: any SQLDatabase, member: MemberID, account: Account) throws -> EscrowCounter {
         var counter = EscrowCounter()
         for row in try db.query(
             "SELECT kind, from_node, to_node, value FROM slots WHERE member = ? AND account = ?",
@@ -30,30 +30,57 @@ public enum CounterSlots {
         return counter
     }
 
-    /// Raises each written slot to its value if that is larger.
-    public static func apply(_ db: SQLiteConnection, _ effects: [SlotWrite]) throws {
+    /// Raises each written slot to its value if that is larger. Writes to one slot are
+    /// folded first (the largest wins), so each slot is one row of one statement.
+    public static func apply(_ db: any SQLDatabase, _ effects: [SlotWrite]) throws {
+        var rows: [[SQLValue]] = []
+        var index: [SlotRow: Int] = [:]
         for effect in effects {
-            try db.run(
-                """
-                INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES(?, ?, ?, ?, ?, ?)
-                ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(value, excluded.value)
-                """,
-                [
-                    .uint(effect.member.rawValue), .int(Int(effect.account.rawValue)),
-                    .int(Int(effect.slot.kind.rawValue)), .int(Int(effect.slot.from.rawValue)),
-                    .int(Int(effect.slot.to.rawValue)), .uint(effect.value),
-                ])
+            let key = SlotRow(
+                member: effect.member.rawValue, account: effect.account.rawValue, kind: effect.slot.kind.rawValue,
+                from: effect.slot.from.rawValue, to: effect.slot.to.rawValue)
+            if let at = index[key] {
+                if effect.value > UInt64(bitPattern: rows[at][5].integer) { rows[at][5] = .uint(effect.value) }
+                continue
+            }
+            index[key] = rows.count
+            rows.append([
+                .uint(key.member), .int(Int(key.account)), .int(Int(key.kind)), .int(Int(key.from)),
+                .int(Int(key.to)), .uint(effect.value),
+            ])
         }
+        try db.insert(
+            "INSERT INTO slots(member, account, kind, from_node, to_node, value)", values: "(?, ?, ?, ?, ?, ?)",
+            suffix: """
+                ON CONFLICT(member, account, kind, from_node, to_node) \
+                DO UPDATE SET value = \(db.greatest("slots.value", "excluded.value"))
+                """, rows: rows)
+    }
+
+    private struct SlotRow: Hashable {
+        var member: UInt64
+        var account: UInt8
+        var kind: UInt8
+        var from: UInt32
+        var to: UInt32
     }
 
     /// Records a registered member (ignored when already known).
-    public static func insertMember(_ db: SQLiteConnection, _ record: MemberRecord) throws {
-        try db.run(
-            "INSERT OR IGNORE INTO members(id, card, phone_hash, referrer, registered_hlc) VALUES(?, ?, ?, ?, ?)",
-            [
-                .uint(record.id.rawValue), .text(record.card),
-                record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
-                record.referrer.map { .uint($0.rawValue) } ?? .null, .uint(record.registeredAt.rawValue),
-            ])
+    public static func insertMember(_ db: any SQLDatabase, _ record: MemberRecord) throws {
+        try insertMembers(db, [record])
+    }
+
+    /// Records registered members (each ignored when already known).
+    public static func insertMembers(_ db: any SQLDatabase, _ records: [MemberRecord]) throws {
+        try db.insert(
+            "INSERT INTO members(id, card, phone_hash, referrer, registered_hlc)", values: "(?, ?, ?, ?, ?)",
+            suffix: "ON CONFLICT DO NOTHING",
+            rows: records.map { record in
+                [
+                    .uint(record.id.rawValue), .text(record.card),
+                    record.phoneHash.isEmpty ? .null : .blob(record.phoneHash),
+                    record.referrer.map { .uint($0.rawValue) } ?? .null, .uint(record.registeredAt.rawValue),
+                ]
+            })
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 /// committed is gathered into the next one: group commit, one fsync for many operations.
 /// Each job runs in its own SAVEPOINT, so a failing job rolls back alone.
 public final class DatabaseWriter {
-    public typealias Work = @Sendable (SQLiteConnection) throws -> any Sendable
+    public typealias Work = @Sendable (any SQLDatabase) throws -> any Sendable
     private typealias Outcome = Result<any Sendable, any Error>
 
     /// State shared by the loop thread and the writer thread, always under `condition`.
@@ -31,7 +31,7 @@ public final class DatabaseWriter {
 
     /// Takes over `connection` (already configured and migrated by the caller) and starts
     /// the writer thread.
-    public init(loop: EventLoop, connection: SQLiteConnection, maxBatch: Int = 256) throws(UVError) {
+    public init(loop: EventLoop, connection: any SQLDatabase, maxBatch: Int = 256) throws(UVError) {
         self.maxBatch = maxBatch
         waker = try LoopWaker(loop: loop) { [unowned self] in self.drain() }
         let shared = self.shared
@@ -48,7 +48,7 @@ public final class DatabaseWriter {
     /// Queues `work`; `completion` runs on the loop thread after its transaction committed
     /// (or failed). Jobs submitted together commit together.
     public func submit<T: Sendable>(
-        _ work: @escaping @Sendable (SQLiteConnection) throws -> T, completion: @escaping (Result<T, any Error>) -> Void
+        _ work: @escaping @Sendable (any SQLDatabase) throws -> T, completion: @escaping (Result<T, any Error>) -> Void
     ) {
         guard running else {
             completion(.failure(WriterStopped()))
@@ -107,17 +107,18 @@ public final class DatabaseWriter {
     }
 
     private static func writerLoop(
-        connection db: SQLiteConnection, shared: Shared, signal: LoopWaker.Signal, maxBatch: Int
+        connection db: any SQLDatabase, shared: Shared, signal: LoopWaker.Signal, maxBatch: Int
     ) {
         // Checkpoints copy the WAL into the database and fsync it; left to SQLite they run
         // inside a POS operation's COMMIT. The writer runs them itself, when it has nothing
         // queued, or after `checkpointEvery` transactions under continuous load.
-        try? db.execute("PRAGMA wal_autocheckpoint = 0")
+        let sqlite = db.dialect == .sqlite
+        if sqlite { try? db.execute("PRAGMA wal_autocheckpoint = 0") }
         let checkpointEvery = 1_000
         var sinceCheckpoint = 0
         while true {
             shared.condition.lock()
-            if shared.pending.isEmpty && sinceCheckpoint >= 200 && !shared.stopping {
+            if sqlite && shared.pending.isEmpty && sinceCheckpoint >= 200 && !shared.stopping {
                 shared.condition.unlock()
                 _ = try? db.query("PRAGMA wal_checkpoint(PASSIVE)")
                 sinceCheckpoint = 0
@@ -132,7 +133,7 @@ public final class DatabaseWriter {
             shared.pending.removeFirst(batch.count)
             shared.condition.unlock()
 
-            if sinceCheckpoint >= checkpointEvery {
+            if sqlite && sinceCheckpoint >= checkpointEvery {
                 _ = try? db.query("PRAGMA wal_checkpoint(PASSIVE)")
                 sinceCheckpoint = 0
             }
@@ -143,7 +144,7 @@ public final class DatabaseWriter {
             outcomes.reserveCapacity(batch.count)
             do {
                 // Prepared once and reused: these run for every job on the hot path.
-                try db.run("BEGIN IMMEDIATE")
+                try db.beginWrite()
                 for job in batch {
                     try db.run("SAVEPOINT job")
                     do {

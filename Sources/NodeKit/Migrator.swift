@@ -5,9 +5,9 @@ public struct Migrator: Sendable {
         public let version: Int64
         public let sql: String
         /// Work SQL cannot do (decoding stored entries to backfill a column), run after `sql`.
-        public let backfill: (@Sendable (SQLiteConnection) throws -> Void)?
+        public let backfill: (@Sendable (any SQLDatabase) throws -> Void)?
         public init(
-            version: Int64, sql: String, backfill: (@Sendable (SQLiteConnection) throws -> Void)? = nil
+            version: Int64, sql: String, backfill: (@Sendable (any SQLDatabase) throws -> Void)? = nil
         ) {
             self.version = version
             self.sql = sql
@@ -21,8 +21,8 @@ public struct Migrator: Sendable {
     public var latestVersion: Int64 { steps.last?.version ?? 0 }
 
     /// Brings the database up to the latest version (or to `target`).
-    public func migrate(_ db: SQLiteConnection, upTo target: Int64? = nil) throws {
-        let current = try db.userVersion
+    public func migrate(_ db: any SQLDatabase, upTo target: Int64? = nil) throws {
+        let current = try db.schemaVersion()
         if current > latestVersion {
             throw SQLiteError(
                 code: 0,
@@ -31,9 +31,11 @@ public struct Migrator: Sendable {
         }
         for step in steps where step.version > current && step.version <= (target ?? latestVersion) {
             try db.transaction {
+                // Read again under the write lock: another process may have migrated meanwhile.
+                guard try db.schemaVersion() < step.version else { return }
                 try db.execute(step.sql)
                 try step.backfill?(db)
-                try db.execute("PRAGMA user_version = \(step.version)")
+                try db.setSchemaVersion(step.version)
             }
         }
     }

@@ -13,7 +13,7 @@ public struct SQLiteError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 /// A value bound to or read from a statement.
-public enum SQLiteValue: Sendable, Equatable, ExpressibleByIntegerLiteral, ExpressibleByStringLiteral,
+public enum SQLValue: Sendable, Equatable, ExpressibleByIntegerLiteral, ExpressibleByStringLiteral,
     ExpressibleByNilLiteral
 {
     case null
@@ -26,13 +26,21 @@ public enum SQLiteValue: Sendable, Equatable, ExpressibleByIntegerLiteral, Expre
     public init(nilLiteral: ()) { self = .null }
 
     /// Unsigned values are stored as their Int64 bit pattern when above Int64.max.
-    public static func uint(_ value: UInt64) -> SQLiteValue { .integer(Int64(bitPattern: value)) }
-    public static func int(_ value: Int) -> SQLiteValue { .integer(Int64(value)) }
+    public static func uint(_ value: UInt64) -> SQLValue { .integer(Int64(bitPattern: value)) }
+    public static func int(_ value: Int) -> SQLValue { .integer(Int64(value)) }
+
+    /// The integer held (0 for anything else).
+    public var integer: Int64 {
+        if case .integer(let value) = self { return value }
+        return 0
+    }
 }
 
 /// One result row.
-public struct SQLiteRow: Sendable {
-    public let values: [SQLiteValue]
+public struct SQLRow: Sendable {
+    public let values: [SQLValue]
+
+    public init(values: [SQLValue]) { self.values = values }
 
     public func int(_ index: Int) -> Int64 {
         if case .integer(let value) = values[index] { return value }
@@ -107,7 +115,7 @@ public final class SQLiteConnection: @unchecked Sendable {
         return statement
     }
 
-    private func bind(_ statement: OpaquePointer, _ arguments: [SQLiteValue], _ sql: String) throws(SQLiteError) {
+    private func bind(_ statement: OpaquePointer, _ arguments: [SQLValue], _ sql: String) throws(SQLiteError) {
         for (offset, value) in arguments.enumerated() {
             let index = Int32(offset + 1)
             let rc: Int32
@@ -128,20 +136,20 @@ public final class SQLiteConnection: @unchecked Sendable {
 
     /// Runs a statement and returns every row.
     @discardableResult
-    public func query(_ sql: String, _ arguments: [SQLiteValue] = []) throws(SQLiteError) -> [SQLiteRow] {
+    public func query(_ sql: String, _ arguments: [SQLValue] = []) throws(SQLiteError) -> [SQLRow] {
         let statement = try prepare(sql)
         defer {
             sqlite3_reset(statement)
             sqlite3_clear_bindings(statement)
         }
         try bind(statement, arguments, sql)
-        var rows: [SQLiteRow] = []
+        var rows: [SQLRow] = []
         while true {
             let rc = sqlite3_step(statement)
             if rc == SQLITE_DONE { break }
             guard rc == SQLITE_ROW else { throw error(rc, sql) }
             let columns = sqlite3_column_count(statement)
-            var values: [SQLiteValue] = []
+            var values: [SQLValue] = []
             values.reserveCapacity(Int(columns))
             for column in 0..<columns {
                 switch sqlite3_column_type(statement, column) {
@@ -158,42 +166,26 @@ public final class SQLiteConnection: @unchecked Sendable {
                 default: values.append(.null)
                 }
             }
-            rows.append(SQLiteRow(values: values))
+            rows.append(SQLRow(values: values))
         }
         return rows
     }
 
     /// Runs a statement for its effect; returns the number of rows changed.
     @discardableResult
-    public func run(_ sql: String, _ arguments: [SQLiteValue] = []) throws(SQLiteError) -> Int {
+    public func run(_ sql: String, _ arguments: [SQLValue] = []) throws(SQLiteError) -> Int {
         try query(sql, arguments)
         return Int(sqlite3_changes(db))
     }
 
-    /// The first column of the first row, as an integer (nil when there is no row or it is NULL).
-    public func scalar(_ sql: String, _ arguments: [SQLiteValue] = []) throws(SQLiteError) -> Int64? {
-        guard let row = try query(sql, arguments).first, !row.isNull(0) else { return nil }
-        return row.int(0)
-    }
-
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(db) }
-
-    /// Runs `body` in one IMMEDIATE transaction; rolls back if it throws.
-    public func transaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN IMMEDIATE")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
-    }
 
     /// The schema version kept in `PRAGMA user_version`.
     public var userVersion: Int64 {
-        get throws(SQLiteError) { try scalar("PRAGMA user_version") ?? 0 }
+        get throws(SQLiteError) {
+            guard let row = try query("PRAGMA user_version", []).first else { return 0 }
+            return row.int(0)
+        }
     }
 
     public func close() {

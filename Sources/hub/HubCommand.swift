@@ -19,12 +19,29 @@ struct Hub: ParsableCommand {
 }
 
 struct DataOption: ParsableArguments {
-    @Option(help: "Hub data directory (holds hub.sqlite).")
-    var data: String
+    @Option(help: "Hub data directory (holds hub.sqlite unless --db names another database).")
+    var data: String?
+    @Option(
+        help: ArgumentHelp(
+            "The hub database: sqlite:PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME].",
+            discussion: "Defaults to sqlite:DATA/hub.sqlite. Several hubs may serve stores from one PostgreSQL."))
+    var db: String?
 
-    func openLedger() throws -> SQLiteConnection {
-        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        return try HubLedger.open(path: data + "/hub.sqlite")
+    func validate() throws {
+        if let db { _ = try HubDatabaseLocation(parsing: db) }
+        guard data != nil || db != nil else { throw ValidationError("give --data DIR or --db DATABASE") }
+    }
+
+    var location: HubDatabaseLocation {
+        get throws {
+            if let db { return try HubDatabaseLocation(parsing: db) }
+            return .sqlite(path: (data ?? ".") + "/hub.sqlite")
+        }
+    }
+
+    func openLedger() throws -> any SQLDatabase {
+        if let data { try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true) }
+        return try HubLedger.open(try location)
     }
 }
 
@@ -85,7 +102,8 @@ extension Hub {
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             prepareProcessSignals()
             var configuration = HubConfiguration(
-                dataDirectory: options.data, keyFile: key, listen: SocketAddress(listen)!)
+                dataDirectory: options.data ?? ".", keyFile: key, listen: SocketAddress(listen)!)
+            configuration.database = try options.location
             configuration.handshakeTimeoutMilliseconds = handshakeTimeout
             configuration.revocationCheckMilliseconds = revocationCheck
             configuration.handshakesPerSecond = handshakesPerSecond
@@ -100,7 +118,7 @@ extension Hub {
                 consoleLogger[metadataKey: "component"] = "console"
                 let started = Console(
                     configuration: ConsoleConfiguration(
-                        host: address.host, port: Int(address.port), databasePath: configuration.databasePath,
+                        host: address.host, port: Int(address.port), database: configuration.databaseLocation,
                         hubKey: try KeyFile.load(from: key).publicKey),
                     status: status, registry: registry, logger: consoleLogger)
                 let port = try started.start()

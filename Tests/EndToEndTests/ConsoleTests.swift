@@ -150,7 +150,10 @@ extension ProcessClusters {
             let grocerToken: String
         }
 
-        func withConsole(_ body: (Setup) throws -> Void) throws {
+        /// The hub on SQLite, and on PostgreSQL when the tests have one.
+        static let databases: [String?] = [nil] + (postgresURL.map { [$0] } ?? [])
+
+        func withConsole(database: String? = nil, _ body: (Setup) throws -> Void) throws {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
                 "console-\(UUID().uuidString)")
             let cluster = try LocalCluster(binaries: LocalCluster.locateBinaries(), workDirectory: directory)
@@ -158,13 +161,16 @@ extension ProcessClusters {
                 cluster.stop()
                 try? FileManager.default.removeItem(at: directory)
             }
+            cluster.hubDatabaseURL = database.map {
+                $0 + "?schema=console_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+            }
             do {
                 _ = try Walkthrough.run(cluster) { _ in }
                 let operatorToken = try cluster.runTool(
-                    "hub", ["token", "create", "--data", cluster.hubDataPath, "--label", "operator"])
+                    "hub", ["token", "create"] + cluster.hubDataArguments + ["--label", "operator"])
                 let grocerToken = try cluster.runTool(
                     "hub",
-                    ["token", "create", "--data", cluster.hubDataPath, "--label", "grocer", "--partner", "grocer"])
+                    ["token", "create"] + cluster.hubDataArguments + ["--label", "grocer", "--partner", "grocer"])
                 try body(
                     Setup(
                         cluster: cluster, client: ConsoleClient(port: cluster.consolePort),
@@ -175,8 +181,9 @@ extension ProcessClusters {
             }
         }
 
-        @Test func theAPIAnswersWhatTheSpecDocumentsWithAccessRulesAndBadInput() throws {
-            try withConsole { setup in
+        @Test(arguments: databases)
+        func theAPIAnswersWhatTheSpecDocumentsWithAccessRulesAndBadInput(database: String?) throws {
+            try withConsole(database: database) { setup in
                 let client = setup.client
                 let checker = try OpenAPIChecker()
                 let card = Walkthrough.card
@@ -271,7 +278,7 @@ extension ProcessClusters {
                         "POST", "/api/v1/promo-codes", token: setup.grocerToken, body: Array(#"{"points":5}"#.utf8)
                     ).status == 403)
                 let revoked = try setup.cluster.runTool(
-                    "hub", ["token", "revoke", "--data", setup.cluster.hubDataPath, "--label", "grocer"])
+                    "hub", ["token", "revoke"] + setup.cluster.hubDataArguments + ["--label", "grocer"])
                 #expect(revoked.contains("revoked"))
                 #expect(try client.get("/api/v1/stores", token: setup.grocerToken).status == 401)
 

@@ -20,6 +20,9 @@ private func withCluster<T>(_ body: (LocalCluster) throws -> T) throws -> T {
     }
 }
 
+/// The PostgreSQL server the hub tests may use (`make test` starts one and sets this).
+let postgresURL = ProcessInfo.processInfo.environment["LOYALTY_TEST_POSTGRES"]
+
 /// Purchases acknowledged to lanes, shared by lane threads.
 private final class Ledger: @unchecked Sendable {
     // @unchecked: every field is used under `lock`.
@@ -144,6 +147,60 @@ private final class Ledger: @unchecked Sendable {
                 _ = try pos.call("member.register", ["card": "4600000000015"])
                 usleep(500_000)
                 #expect(try cluster.hubBalance(card: "4600000000015") == nil)
+            }
+        }
+    }
+
+    /// The hub on PostgreSQL, run when `LOYALTY_TEST_POSTGRES` holds a server's address
+    /// (`make test` starts one). Each test keeps its tables in a schema of its own.
+    @Suite(.enabled(if: postgresURL != nil, "needs LOYALTY_TEST_POSTGRES (make test starts a PostgreSQL)"))
+    struct PostgresHubTests {
+        static func database() -> String {
+            postgresURL! + "?schema=e2e_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        }
+
+        @Test func theWalkthroughGivesTheSameFiguresWithItsStoresSplitBetweenTwoHubsOnOnePostgreSQL() throws {
+            let outcome = try withCluster { cluster in
+                cluster.hubDatabaseURL = Self.database()
+                return try Walkthrough.run(cluster, twoHubs: true) { _ in }
+            }
+            #expect(outcome.balances == ["A": 142, "B": 142, "hub": 142])
+            #expect(outcome.clearing["balances"]?["fuel"] == 60 && outcome.clearing["balances"]?["grocer"] == -60)
+        }
+
+        @Test func aHubKilledAndRestartedLosesNothingAndItsStoresResume() throws {
+            try withCluster { cluster in
+                cluster.hubDatabaseURL = Self.database()
+                try cluster.startHub()
+                let second = try cluster.startAnotherHub()
+                try cluster.addStore(name: "A", partner: "grocer")
+                try cluster.addStore(name: "B", partner: "grocer", via: second)
+                let a = try cluster.pos("A")
+                let b = try cluster.pos("B")
+                let card = Walkthrough.card
+                _ = try a.call("member.register", ["card": .string(card), "phone": .string(Walkthrough.phone)])
+                var expected: Int64 = 0
+                func buy(_ pos: PosClient, _ receipt: String) throws {
+                    let answer = try pos.call(
+                        "checkout.purchase",
+                        ["card": .string(card), "amount": 50_000, "lane": "1", "receipt": .string(receipt)])
+                    expected += answer["pointsEarned"]?.intValue ?? 0
+                }
+                for index in 1...5 { try buy(a, "A-\(index)") }
+                try cluster.wait(upTo: 20, for: "B to see A's sales through the other hub") {
+                    try b.call("account.balance", ["card": .string(card)])["balance"]?.intValue == expected
+                }
+                try cluster.restartHub(0)
+                for index in 6...10 { try buy(a, "A-\(index)") }
+                for index in 1...5 { try buy(b, "B-\(index)") }
+                try cluster.wait(upTo: 30, for: "both stores and the database to agree after the restart") {
+                    try a.call("node.status")["unsyncedOperations"] == 0
+                        && b.call("node.status")["unsyncedOperations"] == 0
+                        && a.call("account.balance", ["card": .string(card)])["balance"]?.intValue == expected
+                        && b.call("account.balance", ["card": .string(card)])["balance"]?.intValue == expected
+                        && cluster.hubBalance(card: card) == expected
+                }
+                #expect(expected > 0)
             }
         }
     }

@@ -9,10 +9,32 @@ private let storeA = NodeID(1)
 private let storeB = NodeID(2)
 private let member = MemberID(origin: storeA, serial: 1)
 
-private func openHub() throws -> SQLiteConnection {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hub-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    return try HubLedger.open(path: directory.appendingPathComponent("hub.sqlite").path)
+/// The hub's backends: every test taking a backend runs on SQLite, and on PostgreSQL too when
+/// `LOYALTY_TEST_POSTGRES` holds a server's address (`make test` starts one and sets it).
+enum HubBackend: String, Sendable, CustomTestStringConvertible {
+    case sqlite, postgres
+
+    static var available: [HubBackend] { postgresURL == nil ? [.sqlite] : [.sqlite, .postgres] }
+    static var postgresURL: String? { ProcessInfo.processInfo.environment["LOYALTY_TEST_POSTGRES"] }
+    var testDescription: String { rawValue }
+}
+
+/// A fresh, empty hub database: a new SQLite file, or a new schema of the test PostgreSQL.
+func openHub(_ backend: HubBackend = .sqlite) throws -> any SQLDatabase {
+    try HubLedger.open(try freshHubLocation(backend))
+}
+
+func freshHubLocation(_ backend: HubBackend) throws -> HubDatabaseLocation {
+    switch backend {
+    case .sqlite:
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hub-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return .sqlite(path: directory.appendingPathComponent("hub.sqlite").path)
+    case .postgres:
+        let url = try #require(HubBackend.postgresURL)
+        let schema = "test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        return .postgres(try PostgresLocation(url: url + "?schema=" + schema))
+    }
 }
 
 private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, moveToHub: UInt64? = nil) -> LogEntry {
@@ -39,8 +61,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
 @Suite struct HubLedgerTests {
     let ledger = HubLedger()
 
-    @Test func storesAreEnrolledOnceAndRevokedStoresAreNotFound() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func storesAreEnrolledOnceAndRevokedStoresAreNotFound(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let key = SigningKeyPair.generate().publicKey
         let store = try ledger.enroll(db, name: "A", partner: "grocer", key: key)
         #expect(store.id == NodeID(1))
@@ -54,8 +77,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(throws: HubError.self) { _ = try ledger.revoke(db, name: "nobody") }
     }
 
-    @Test func mergingTheSamePushTwiceChangesNothing() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func mergingTheSamePushTwiceChangesNothing(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let push = [entry(storeA, 1), entry(storeA, 2, earned: 100)]
         #expect(try ledger.merge(db, from: storeA, entries: push) == 2)
         #expect(try ledger.merge(db, from: storeA, entries: push) == 2)
@@ -63,8 +87,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(try ledger.member(db, card: "4600000000015")?.balance == 100)
     }
 
-    @Test func aGapOrAForeignOriginIsRefusedAndNothingIsMerged() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func aGapOrAForeignOriginIsRefusedAndNothingIsMerged(backend: HubBackend) throws {
+        let db = try openHub(backend)
         #expect(throws: MergeError.refused(.gap(origin: storeA, expected: 1, got: 2))) {
             _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 2)])
         }
@@ -78,8 +103,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         }
     }
 
-    @Test func theFeedSkipsTheAskersOwnEntriesButMovesItsWatermarkPast() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func theFeedSkipsTheAskersOwnEntriesButMovesItsWatermarkPast(backend: HubBackend) throws {
+        let db = try openHub(backend)
         _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 1), entry(storeA, 2, earned: 100)])
         let forA = try ledger.feed(db, after: 0, limit: 10, excluding: storeA)
         #expect(forA.entries.isEmpty && forA.upTo == 2 && !forA.more)
@@ -87,8 +113,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(forB.entries.map(\.entry.sequence) == [1] && forB.upTo == 1 && forB.more)
     }
 
-    @Test func rightsAreGrantedOnlyFromWhatTheHubHolds() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func rightsAreGrantedOnlyFromWhatTheHubHolds(backend: HubBackend) throws {
+        let db = try openHub(backend)
         _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 1), entry(storeA, 2, earned: 100)])
         #expect(try ledger.grant(db, member: member, account: .main, to: storeB, points: 40).granted == 0)
         _ = try ledger.merge(db, from: storeA, entries: [entry(storeA, 3, moveToHub: 100)])
@@ -103,8 +130,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
 }
 
 @Suite struct RulesPublishingTests {
-    @Test func eachPublicationIsTheNextSignedVersionAndKeepsThePhoneKey() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func eachPublicationIsTheNextSignedVersionAndKeepsThePhoneKey(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let hub = SigningKeyPair.generate()
         let first = try HubLedger().publishRules(
             db, try RulesFile.parse("[default]\naccrual_bp = 500\n[partners.fuel]\naccrual_bp = 100\n"), hub: hub)
@@ -118,8 +146,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(try HubLedger().latestRules(db, newerThan: 2) == nil)
     }
 
-    @Test func badRulesFilesAreRefusedWithTheReason() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func badRulesFilesAreRefusedWithTheReason(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let hub = SigningKeyPair.generate()
         let syntax = #expect(throws: HubError.self) { _ = try RulesFile.parse("[default\naccrual_bp = 5") }
         #expect(syntax?.description.contains("line 1") == true)
@@ -162,8 +191,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
 }
 
 @Suite struct PromoCodeTests {
-    @Test func aCodeIsCreditedOnceAcrossTheCoalition() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func aCodeIsCreditedOnceAcrossTheCoalition(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let codes = try HubLedger().createPromoCodes(db, points: 500, count: 3)
         #expect(Set(codes).count == 3 && codes.allSatisfy { $0.count == 10 })
         let first = try HubLedger().activatePromo(db, code: codes[0].lowercased(), member: member, store: storeA)
@@ -182,8 +212,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
 }
 
 @Suite struct ClearingReportTests {
-    @Test func theHubAttributesPointsSpentAtOneStoreToThePartnerThatGaveThem() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func theHubAttributesPointsSpentAtOneStoreToThePartnerThatGaveThem(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let ledger = HubLedger()
         _ = try ledger.enroll(db, name: "A", partner: "grocer", key: SigningKeyPair.generate().publicKey)
         _ = try ledger.enroll(db, name: "B", partner: "fuel", key: SigningKeyPair.generate().publicKey)
@@ -200,8 +231,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
 }
 
 @Suite struct ExposureReportTests {
-    @Test func uncoveredOfflineRedemptionsAreReportedPerStoreWithTheirOutcome() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func uncoveredOfflineRedemptionsAreReportedPerStoreWithTheirOutcome(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let ledger = HubLedger()
         _ = try ledger.enroll(db, name: "A", partner: "grocer", key: SigningKeyPair.generate().publicKey)
         _ = try ledger.enroll(db, name: "B", partner: "fuel", key: SigningKeyPair.generate().publicKey)
@@ -244,8 +276,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
                 == segment)
     }
 
-    @Test func partnerFiguresCountParticipantsPurchasesChecksAndRetention() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func partnerFiguresCountParticipantsPurchasesChecksAndRetention(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let ledger = HubLedger()
         _ = try ledger.enroll(db, name: "A", partner: "grocer", key: SigningKeyPair.generate().publicKey)
         let day: UInt64 = 86_400_000
@@ -276,8 +309,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
 }
 
 @Suite struct ExpiryTests {
-    @Test func unspentOldPointsExpireOnlyAsFarAsTheHubHoldsTheirRights() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func unspentOldPointsExpireOnlyAsFarAsTheHubHoldsTheirRights(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let ledger = HubLedger()
         _ = try ledger.merge(
             db, from: storeA,
@@ -297,8 +331,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
         #expect(clearing.netted.isEmpty && clearing.liability.isEmpty)
     }
 
-    @Test func pointsEarnedAfterTheCutoffDoNotExpire() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func pointsEarnedAfterTheCutoffDoNotExpire(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let ledger = HubLedger()
         _ = try ledger.merge(
             db, from: storeA,
@@ -343,8 +378,9 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
 }
 
 @Suite struct ApiTokenTests {
-    @Test func tokensAreStoredHashedAndResolveToTheirRoleUntilRevoked() throws {
-        let db = try openHub()
+    @Test(arguments: HubBackend.available)
+    func tokensAreStoredHashedAndResolveToTheirRoleUntilRevoked(backend: HubBackend) throws {
+        let db = try openHub(backend)
         let ledger = HubLedger()
         _ = try ledger.enroll(db, name: "grocer-1", partner: "grocer", key: SigningKeyPair.generate().publicKey)
         let operatorToken = try ledger.createToken(db, label: "ops", role: .coalitionOperator)

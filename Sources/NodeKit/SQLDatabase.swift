@@ -1,0 +1,86 @@
+/// The SQL a database speaks where the two backends differ.
+public enum SQLDialect: Sendable, Equatable {
+    /// SQLite: the edge's replica and the hub's embedded default.
+    case sqlite
+    /// PostgreSQL: the hub's production backend.
+    case postgres
+}
+
+/// A connection the ledgers run their SQL on: SQLite, or (at the hub) PostgreSQL. Statements
+/// use `?` placeholders on both; values are integers, text, blobs or NULL. Like a SQLite
+/// connection, one is used by one thread at a time.
+public protocol SQLDatabase: AnyObject, Sendable {
+    var dialect: SQLDialect { get }
+    /// Runs a statement and returns every row.
+    @discardableResult func query(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow]
+    /// Runs a statement for its effect; returns the number of rows changed.
+    @discardableResult func run(_ sql: String, _ arguments: [SQLValue]) throws -> Int
+    /// Runs one or more statements without parameters.
+    func execute(_ sql: String) throws
+    /// Opens a write transaction holding the lock every writer of this database takes, so
+    /// that writers from several processes commit one after another, in the order they
+    /// numbered things.
+    func beginWrite() throws
+    /// The schema version the migrator keeps.
+    func schemaVersion() throws -> Int64
+    func setSchemaVersion(_ version: Int64) throws
+}
+
+extension SQLDatabase {
+    @discardableResult public func query(_ sql: String) throws -> [SQLRow] { try query(sql, []) }
+    @discardableResult public func run(_ sql: String) throws -> Int { try run(sql, []) }
+
+    /// The first column of the first row, as an integer (nil when there is no row or it is NULL).
+    public func scalar(_ sql: String, _ arguments: [SQLValue] = []) throws -> Int64? {
+        guard let row = try query(sql, arguments).first, !row.isNull(0) else { return nil }
+        return row.int(0)
+    }
+
+    /// Runs `body` in one write transaction; rolls back if it throws.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try beginWrite()
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// `GREATEST(a, b)` in this dialect (SQLite's two-argument MAX).
+    public func greatest(_ a: String, _ b: String) -> String {
+        dialect == .postgres ? "GREATEST(\(a), \(b))" : "MAX(\(a), \(b))"
+    }
+
+    /// Inserts `rows` with `statement` (an INSERT whose VALUES clause is the single row
+    /// `values`, followed by `suffix`, typically an ON CONFLICT clause). SQLite runs the cached
+    /// one-row statement per row; PostgreSQL, where each statement is a round trip, sends the
+    /// rows in multi-row statements of up to `chunk` rows.
+    public func insert(
+        _ statement: String, values: String, suffix: String = "", rows: [[SQLValue]], chunk: Int = 500
+    ) throws {
+        guard !rows.isEmpty else { return }
+        switch dialect {
+        case .sqlite:
+            let sql = "\(statement) VALUES \(values) \(suffix)"
+            for row in rows { try run(sql, row) }
+        case .postgres:
+            var start = 0
+            while start < rows.count {
+                let end = min(start + chunk, rows.count)
+                let tuples = Array(repeating: values, count: end - start).joined(separator: ", ")
+                try run("\(statement) VALUES \(tuples) \(suffix)", Array(rows[start..<end].joined()))
+                start = end
+            }
+        }
+    }
+}
+
+extension SQLiteConnection: SQLDatabase {
+    public var dialect: SQLDialect { .sqlite }
+    public func beginWrite() throws { try run("BEGIN IMMEDIATE") }
+    public func schemaVersion() throws -> Int64 { try userVersion }
+    public func setSchemaVersion(_ version: Int64) throws { try execute("PRAGMA user_version = \(version)") }
+}

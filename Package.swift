@@ -127,7 +127,7 @@ let package = Package(
             exclude: ["Fixtures"]),
         .testTarget(name: "NodeKitTests", dependencies: ["NodeKit", "SyncProtocol"]),
         .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
-        .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "NodeKit", "SyncProtocol"]),
+        .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Harness", "EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Harness", "NodeKit", "SyncProtocol"]),
     ]

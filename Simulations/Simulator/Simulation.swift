@@ -36,6 +36,8 @@ public struct SimulationSummary: Sendable, Equatable {
     public var retriesReplayed: Int
     public var offlineRedemptionsRequested: Int
     public var offlineRedemptionsServed: Int
+    public var onlineRedemptionsRequested = 0
+    public var onlineRedemptionsServed = 0
     public var messagesSent: Int
     public var messagesLost: Int
     public var partitions: Int
@@ -188,6 +190,7 @@ public final class Simulation {
             heals: [])
         let hubClock = self.hubClock
         hubLedger.now = { @Sendable () -> UInt64 in hubClock.local }
+        hubLedger.placementDays = config.placementDays
         for index in 0..<config.stores {
             var keyBytes = [UInt8](repeating: 7, count: 32)
             let phoneKey = SecretBytes(consuming: &keyBytes)
@@ -195,7 +198,9 @@ public final class Simulation {
             _ = try hubLedger.enroll(
                 hubDB, name: "store-\(index + 1)", partner: "partner-\(index % 3)",
                 key: SigningKeyPair.fromSeed(Array(repeating: UInt8(index % 251), count: 31) + [1]).publicKey)
-            var ledger = EdgeLedger(node: node, rules: PartnerRules(), policy: Self.policy, phoneKey: phoneKey)
+            var ledger = EdgeLedger(
+                node: node, rules: PartnerRules(), policy: Self.policy, phoneKey: phoneKey,
+                placementDays: config.placementDays)
             let store = Store(
                 index: index, node: node, db: try EdgeLedger.openInMemory(), ledger: ledger,
                 session: Self.newSession(node, watermark: 0))
@@ -721,7 +726,13 @@ public final class Simulation {
         let request = PurchaseRequest(
             card: member.card, amountMinor: amount, redeemPoints: redeem, lane: "\(random.int(1...4))",
             receipt: "S\(storeIndex + 1)-\(store.receipts)")
-        if redeem > 0, !store.online { summary.offlineRedemptionsRequested += 1 }
+        if redeem > 0 {
+            if store.online {
+                summary.onlineRedemptionsRequested += 1
+            } else {
+                summary.offlineRedemptionsRequested += 1
+            }
+        }
         try purchase(
             store,
             PendingPurchase(
@@ -750,7 +761,13 @@ public final class Simulation {
         switch outcome {
         case .completed(let receipt):
             summary.purchasesAcknowledged += 1
-            if pending.offline && pending.redeemRequested > 0 { summary.offlineRedemptionsServed += 1 }
+            if pending.redeemRequested > 0 {
+                if pending.offline {
+                    summary.offlineRedemptionsServed += 1
+                } else {
+                    summary.onlineRedemptionsServed += 1
+                }
+            }
             let minute = Int(now / 60_000)
             if summary.perMinute.count <= minute {
                 summary.perMinute += Array(repeating: 0, count: minute + 1 - summary.perMinute.count)

@@ -15,6 +15,8 @@ public struct SimulationConfig: Sendable {
     public var convergenceBoundMilliseconds: UInt64 = 10 * 60_000
     /// Record every event line (replay) rather than only a hash and the last lines.
     public var recordTrace = false
+    /// Rights placement days (the rules' `[placement] days`; 0: stores hand every right back).
+    public var placementDays: UInt64 = 0
 
     public init(seed: UInt64, stores: Int = 6, members: Int = 300, days: Double = 1) {
         self.seed = seed

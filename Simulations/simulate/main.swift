@@ -148,6 +148,10 @@ struct WorldOptions: ParsableArguments {
     @Option(help: "Members registered before the day starts (more register during it).") var members: Int = 300
     @Option(help: "Simulated days of trading.") var days: Double = 1
     @Option(help: "Shoppers per store per day at the busiest rhythm.") var visits: Double = 400
+    @Option(
+        name: .customLong("placement-days"),
+        help: "Rights placement: stores keep the rights of members who last shopped there within N days (0: off).")
+    var placementDays: UInt64 = 0
 
     func validate() throws {
         guard (1...2_000).contains(stores) else { throw ValidationError("--stores must be 1 to 2,000") }
@@ -158,6 +162,7 @@ struct WorldOptions: ParsableArguments {
     func config(seed: UInt64) -> SimulationConfig {
         var config = SimulationConfig(seed: seed, stores: stores, members: members, days: days)
         config.visitsPerStorePerDay = visits
+        config.placementDays = placementDays
         return config
     }
 
@@ -232,7 +237,8 @@ func line(_ summary: SimulationSummary, wall: Double) -> String {
         + "; \(summary.purchasesAcknowledged) purchases, \(summary.purchasesRefused) refused, \(summary.refundsAcknowledged) refunds,"
         + " \(summary.registrations) registrations, \(summary.retriesReplayed) retries replayed,"
         + " promo codes \(summary.promosCredited) credited / \(summary.promosRefused) refused;"
-        + " offline redemptions \(summary.offlineRedemptionsServed)/\(summary.offlineRedemptionsRequested) served;"
+        + " offline redemptions \(summary.offlineRedemptionsServed)/\(summary.offlineRedemptionsRequested) served,"
+        + " online \(summary.onlineRedemptionsServed)/\(summary.onlineRedemptionsRequested);"
         + " \(summary.partitions) partitions, \(summary.crashes) crashes, \(summary.messagesLost)/\(summary.messagesSent) messages lost;"
         + " converged \(summary.convergenceMilliseconds) ms after the final heal"
         + (summary.healConvergence.isEmpty
@@ -250,6 +256,8 @@ extension SimulationSummary {
             "refunds": .int(Int64(refundsAcknowledged)), "registrations": .int(Int64(registrations)),
             "offlineRedemptionsRequested": .int(Int64(offlineRedemptionsRequested)),
             "offlineRedemptionsServed": .int(Int64(offlineRedemptionsServed)),
+            "onlineRedemptionsRequested": .int(Int64(onlineRedemptionsRequested)),
+            "onlineRedemptionsServed": .int(Int64(onlineRedemptionsServed)),
             "partitions": .int(Int64(partitions)), "crashes": .int(Int64(crashes)),
             "messagesSent": .int(Int64(messagesSent)), "messagesLost": .int(Int64(messagesLost)),
             "convergenceMs": .int(Int64(convergenceMilliseconds)), "hubEntries": .int(Int64(hubEntries)),

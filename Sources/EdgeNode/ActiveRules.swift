@@ -17,7 +17,14 @@ public final class ActiveRules: @unchecked Sendable {
     /// hashes made with it stay findable.
     private let provisionalPhoneKey: SecretBytes
 
-    public init(partner: String?, rules: PartnerRules, policy: OfflinePolicy, provisionalPhoneKey: SecretBytes) {
+    /// Rights placement days before the hub's rules say (tests and the simulator set it).
+    private let fallbackPlacementDays: UInt64
+
+    public init(
+        partner: String?, rules: PartnerRules, policy: OfflinePolicy, provisionalPhoneKey: SecretBytes,
+        placementDays: UInt64 = 0
+    ) {
+        fallbackPlacementDays = placementDays
         self.partner = partner
         fallbackRules = rules
         fallbackPolicy = policy
@@ -27,6 +34,8 @@ public final class ActiveRules: @unchecked Sendable {
     public var version: UInt64 { lock.withLock { document?.version ?? 0 } }
     public var partnerRules: PartnerRules { lock.withLock { document?.partner(partner) ?? fallbackRules } }
     public var policy: OfflinePolicy { lock.withLock { document?.offline ?? fallbackPolicy } }
+    /// Days a store keeps the rights of members whose latest purchase was here (0: none).
+    public var placementDays: UInt64 { lock.withLock { document?.placementDays ?? fallbackPlacementDays } }
     /// Points a purchase earns here now (partner accrual, the member's tier, running campaigns).
     public func pointsEarned(paidMinor: UInt64, at milliseconds: UInt64, vip: Bool = false) -> UInt64 {
         lock.withLock {

@@ -136,9 +136,15 @@ public struct EdgeLedger: Sendable {
     }
 
     /// A ledger with fixed rules (tests, tools).
-    public init(node: NodeID, rules: PartnerRules, policy: OfflinePolicy = OfflinePolicy(), phoneKey: SecretBytes) {
+    public init(
+        node: NodeID, rules: PartnerRules, policy: OfflinePolicy = OfflinePolicy(), phoneKey: SecretBytes,
+        placementDays: UInt64 = 0
+    ) {
         self.init(
-            node: node, active: ActiveRules(partner: nil, rules: rules, policy: policy, provisionalPhoneKey: phoneKey))
+            node: node,
+            active: ActiveRules(
+                partner: nil, rules: rules, policy: policy, provisionalPhoneKey: phoneKey, placementDays: placementDays)
+        )
     }
 
     public static let maxAmountMinor: UInt64 = 1_000_000_000_000
@@ -392,6 +398,7 @@ public struct EdgeLedger: Sendable {
             pointsEarned: earned, pointsRedeemed: request.redeemPoints, uncoveredPoints: uncovered,
             promoRedeemed: request.redeemPromoPoints)
         let entry = try append(db, key: key, member: member.id, operation: .purchase(record), effects: effects)
+        try recordVisit(db, member: member.id, store: node, at: entry.timestamp)
         if uncovered > 0 {
             try db.run(
                 "INSERT INTO exposure(seq, member, points, outage_started_ms, at_ms) VALUES(?, ?, ?, ?, ?)",
@@ -427,8 +434,30 @@ public struct EdgeLedger: Sendable {
 
     // MARK: Sync
 
+    /// Rights placement: records a purchase by `member` at `store` when it is the member's
+    /// latest this replica knows of.
+    func recordVisit(_ db: any SQLDatabase, member: MemberID, store: NodeID, at stamp: HLCTimestamp) throws {
+        guard active.placementDays > 0 else { return }
+        try db.run(
+            """
+            INSERT INTO visits(member, store, hlc) VALUES(?, ?, ?)
+            ON CONFLICT(member) DO UPDATE SET store = excluded.store, hlc = excluded.hlc
+            WHERE excluded.hlc > visits.hlc
+            """, [.uint(member.rawValue), .int(Int(store.rawValue)), .uint(stamp.rawValue)])
+    }
+
+    /// The oldest purchase time a placement still counts (nil: placement is off).
+    func placementCutoff() -> UInt64? {
+        let days = active.placementDays
+        guard days > 0 else { return nil }
+        return HLCTimestamp(milliseconds: now() &- days * 86_400_000, logical: 0).rawValue
+    }
+
     /// Hands the rights this store holds for recently served members back to the hub, so
     /// that any store can redeem them while online; then returns the entries the hub lacks.
+    /// With rights placement on, the rights of members whose latest purchase was here, within
+    /// the placement days, stay here for offline redemption; they go back when the member
+    /// shops elsewhere or the placement ages out.
     public func preparePush(_ db: any SQLDatabase, after hubHigh: UInt64, limit: Int) throws -> [LogEntry] {
         let scanned = try meta(db, .releaseScan)
         // Every member whose counter an entry since the last scan raised here (a referral
@@ -437,7 +466,29 @@ public struct EdgeLedger: Sendable {
         for row in try db.query("SELECT entry FROM log WHERE seq > ?", [.uint(scanned)]) {
             for effect in try LogEntry(decoding: row.blob(0)).effects { members.insert(effect.member) }
         }
+        let cutoff = placementCutoff()
+        if let cutoff {
+            for row in try db.query("SELECT member FROM release_queue") {
+                members.insert(MemberID(rawValue: row.uint(0)))
+            }
+            try db.run("DELETE FROM release_queue")
+            // Placements aged out: a bounded batch per push.
+            for row in try db.query(
+                "SELECT member FROM visits WHERE store = ? AND hlc < ? LIMIT 1000",
+                [.int(Int(node.rawValue)), .uint(cutoff)])
+            {
+                members.insert(MemberID(rawValue: row.uint(0)))
+                try db.run("DELETE FROM visits WHERE member = ?", [row.values[0]])
+            }
+        }
         for member in members.sorted() {
+            if let cutoff,
+                let visit = try db.query("SELECT store, hlc FROM visits WHERE member = ?", [.uint(member.rawValue)])
+                    .first,
+                visit.int(0) == Int64(node.rawValue), visit.uint(1) >= cutoff
+            {
+                continue  // placed here: kept for offline redemption
+            }
             for account in Account.allCases {
                 var counter = try counter(db, member: member, account: account)
                 // Points still pending (inside the return window) keep their rights here.
@@ -503,7 +554,22 @@ public struct EdgeLedger: Sendable {
             switch entry.operation {
             case .registerMember(let record): try applyMember(db, record)
             case .refund(let refund): try recordRefund(db, refund)
-            case .purchase, .rightsMove, .promoCredit, .expiry: break
+            case .purchase(let purchase):
+                // The member shopped elsewhere: rights held here for them are looked at again
+                // at the next push, and go back to the hub unless this is still their store.
+                if active.placementDays > 0 {
+                    try recordVisit(db, member: purchase.member, store: entry.origin, at: entry.timestamp)
+                }
+                if active.placementDays > 0,
+                    try Account.allCases.contains(where: {
+                        try counter(db, member: purchase.member, account: $0).rights(node) > 0
+                    })
+                {
+                    try db.run(
+                        "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING",
+                        [.uint(purchase.member.rawValue)])
+                }
+            case .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)
             var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))

@@ -80,5 +80,14 @@ enum EdgeSchema {
                 -- Promo-account points given back by refunds (purchases can spend both accounts).
                 ALTER TABLE refund_totals ADD COLUMN returned_promo INTEGER NOT NULL DEFAULT 0;
                 """),
+        .init(
+            version: 5,
+            sql: """
+                -- Rights placement: each member's latest purchase this replica knows of (store,
+                -- time), and members whose rights this store hands back at its next push.
+                CREATE TABLE visits (member INTEGER PRIMARY KEY, store INTEGER NOT NULL, hlc INTEGER NOT NULL);
+                CREATE INDEX visits_store ON visits(store, hlc);
+                CREATE TABLE release_queue (member INTEGER PRIMARY KEY);
+                """),
     ])
 }

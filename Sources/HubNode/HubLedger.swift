@@ -35,6 +35,8 @@ public enum MergeError: Error, Equatable, Sendable, CustomStringConvertible {
 public struct HubLedger: Sendable {
     /// The wall clock (Unix milliseconds) stamping the hub's own entries; the simulator sets its own.
     public var now: @Sendable () -> UInt64 = wallClockMilliseconds
+    /// Rights placement days; nil takes them from the rules in force (the simulator sets them).
+    public var placementDays: UInt64?
 
     public init() {}
 
@@ -74,7 +76,17 @@ public struct HubLedger: Sendable {
         promoMigration,
         tokenMigration,
         memberColumnMigration,
+        visitsMigration(integer: "INTEGER"),
     ])
+
+    /// Each member's latest purchase (store, time) the hub knows of: where rights are placed.
+    static func visitsMigration(integer: String) -> Migrator.Step {
+        .init(
+            version: 5,
+            sql: """
+                CREATE TABLE visits (member \(integer) PRIMARY KEY, store \(integer) NOT NULL, hlc \(integer) NOT NULL);
+                """)
+    }
 
     /// The same schema for PostgreSQL, created at once at the version SQLite reaches
     /// step by step; later versions add a step to both lists.
@@ -135,7 +147,8 @@ public struct HubLedger: Sendable {
                     created_ms BIGINT NOT NULL,
                     revoked_ms BIGINT
                 );
-                """)
+                """),
+        visitsMigration(integer: "BIGINT"),
     ])
 
     /// Opens (creating if needed) and migrates the hub database.
@@ -239,7 +252,63 @@ public struct HubLedger: Sendable {
             high = entry.sequence
         }
         try insert(db, accepted)
+        try place(db, after: accepted.map(\.0))
         return high
+    }
+
+    /// The rights placement days in force (0: off).
+    func currentPlacementDays(_ db: any SQLDatabase) throws -> UInt64 {
+        if let placementDays { return placementDays }
+        guard let latest = try latestRules(db, newerThan: 0), latest.document.count > 64 else { return 0 }
+        return (try? RulesDocument(decoding: Array(latest.document[64...])).placementDays) ?? 0
+    }
+
+    /// Rights placement after a merge: records the members' latest purchases, then moves the
+    /// rights the hub holds for each member the push touched to the store where that member
+    /// last shopped, if that was within the placement days. The store keeps them there
+    /// (see `EdgeLedger.preparePush`) until the member shops elsewhere or the days pass.
+    func place(_ db: any SQLDatabase, after entries: [LogEntry]) throws {
+        guard !entries.isEmpty else { return }
+        let days = try currentPlacementDays(db)
+        guard days > 0 else { return }
+        var latest: [MemberID: (store: NodeID, at: UInt64)] = [:]
+        var touched = Set<MemberID>()
+        for entry in entries {
+            switch entry.operation {
+            case .purchase(let purchase):
+                touched.insert(purchase.member)
+                if (latest[purchase.member]?.at ?? 0) < entry.timestamp.rawValue {
+                    latest[purchase.member] = (entry.origin, entry.timestamp.rawValue)
+                }
+            case .rightsMove(let member, _, let to, _) where to == .hub: touched.insert(member)
+            default: break
+            }
+        }
+        for (member, visit) in latest.sorted(by: { $0.key < $1.key }) {
+            try db.run(
+                """
+                INSERT INTO visits(member, store, hlc) VALUES(?, ?, ?)
+                ON CONFLICT(member) DO UPDATE SET store = excluded.store, hlc = excluded.hlc
+                WHERE excluded.hlc > visits.hlc
+                """, [.uint(member.rawValue), .int(Int(visit.store.rawValue)), .uint(visit.at)])
+        }
+        let cutoff = HLCTimestamp(milliseconds: now() &- days * 86_400_000, logical: 0).rawValue
+        for member in touched.sorted() {
+            guard
+                let visit = try db.query("SELECT store, hlc FROM visits WHERE member = ?", [.uint(member.rawValue)])
+                    .first, visit.uint(1) >= cutoff
+            else { continue }
+            let store = NodeID(UInt32(truncatingIfNeeded: visit.int(0)))
+            for account in Account.allCases {
+                var counter = try counter(db, member: member, account: account)
+                let held = counter.rights(.hub)
+                guard held > 0 else { continue }
+                let (slot, value) = try counter.move(by: .hub, to: store, UInt64(held))
+                _ = try appendHubEntry(
+                    db, operation: .rightsMove(member: member, account: account, to: store, points: UInt64(held)),
+                    effects: [SlotWrite(member: member, account: account, slot: slot, value: value)])
+            }
+        }
     }
 
     private func insert(_ db: any SQLDatabase, _ entries: [(entry: LogEntry, feed: UInt64)]) throws {

@@ -18,6 +18,8 @@ import TOMLKit
 /// [bonuses]            # points for joining, and to each side of a referral
 /// welcome = 1000
 /// referral = 3000
+/// [placement]          # stores keep the rights of members who last shopped there
+/// days = 30            # within this many days (0: every store hands rights to the hub)
 /// ```
 public struct RulesFile: Decodable, Sendable {
     public struct Partner: Decodable, Sendable {
@@ -47,6 +49,13 @@ public struct RulesFile: Decodable, Sendable {
     public var offline: OfflinePolicySection?
     public var bonuses: Bonuses?
     public var tiers: Tiers?
+    public var placement: Placement?
+
+    /// `[placement]`: `days` a store keeps the redemption rights of members whose latest
+    /// purchase was there (and the hub places its own rights for them there); 0 turns it off.
+    public struct Placement: Decodable, Sendable {
+        public var days: UInt64?
+    }
 
     /// `[tiers]`: net monthly spend (minor units) that makes a member VIP for the next month,
     /// and the VIP accrual multiplier in percent.
@@ -80,7 +89,7 @@ public struct RulesFile: Decodable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case `default`, partners, offline, bonuses, campaigns, tiers
+        case `default`, partners, offline, bonuses, campaigns, tiers, placement
         case timeZoneOffsetMinutes = "time_zone_offset_minutes"
     }
 
@@ -115,12 +124,14 @@ public struct RulesFile: Decodable, Sendable {
     public func document(version: UInt64, issuedAt: UInt64, phoneKey: [UInt8]) throws -> RulesDocument {
         let base = (self.default ?? Partner()).rules(over: PartnerRules())
         let policy = offline?.policy() ?? OfflinePolicy()
-        return RulesDocument(
+        var document = RulesDocument(
             version: version, issuedAtMilliseconds: issuedAt, phoneKey: phoneKey, defaultPartner: base,
             partners: (partners ?? [:]).mapValues { $0.rules(over: base) }, offline: policy,
             welcomeBonus: bonuses?.welcome ?? 0, referralBonus: bonuses?.referral ?? 0,
             timeZoneOffsetMinutes: timeZoneOffsetMinutes ?? 0, campaigns: try parsedCampaigns(),
             vipThresholdMinor: tiers?.vipThreshold ?? 0, vipMultiplierPercent: tiers?.vipMultiplierPercent ?? 100)
+        document.placementDays = placement?.days ?? 0
+        return document
     }
 }
 

@@ -23,6 +23,12 @@ public struct RulesDocument: Sendable, Equatable {
     /// with `vipMultiplierPercent` throughout the next month (0 disables tiers).
     public var vipThresholdMinor: UInt64
     public var vipMultiplierPercent: UInt64
+    /// Rights placement: a store keeps the redemption rights of members whose most recent
+    /// purchase was there within this many days, and the hub places the rights it holds for
+    /// them there, so regulars can redeem while their store is offline. 0 (the default): every
+    /// store hands rights back to the hub at its next sync, which serves online redemptions
+    /// anywhere best. Written only when set, so documents without it keep their bytes.
+    public var placementDays: UInt64 = 0
 
     public init(
         version: UInt64, issuedAtMilliseconds: UInt64, phoneKey: [UInt8], defaultPartner: PartnerRules = PartnerRules(),
@@ -67,6 +73,7 @@ public struct RulesDocument: Sendable, Equatable {
             throw .invalid("bonuses above 1,000,000,000 points")
         }
         guard abs(Int(timeZoneOffsetMinutes)) <= 14 * 60 else { throw .invalid("time zone offset beyond ±14 h") }
+        guard placementDays <= 365 else { throw .invalid("rights placement for more than 365 days") }
         guard vipMultiplierPercent >= 100, vipMultiplierPercent <= 10_000 else {
             throw .invalid("VIP multiplier must be 100–10000 %")
         }
@@ -133,6 +140,7 @@ public struct RulesDocument: Sendable, Equatable {
         }
         writer.write(vipThresholdMinor)
         writer.write(vipMultiplierPercent)
+        if placementDays > 0 { writer.write(placementDays) }
         return writer.bytes
     }
 
@@ -172,6 +180,7 @@ public struct RulesDocument: Sendable, Equatable {
             self.campaigns = campaigns
             vipThresholdMinor = try reader.readUInt64()
             vipMultiplierPercent = try reader.readUInt64()
+            if reader.remaining > 0 { placementDays = try reader.readUInt64() }
             try reader.expectEnd()
         } catch {
             throw .malformed(error.description)

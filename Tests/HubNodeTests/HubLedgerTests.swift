@@ -174,10 +174,13 @@ private func entry(_ origin: NodeID, _ sequence: UInt64, earned: UInt64? = nil, 
             from = "2026-12-01"
             to = "2026-12-31"
             multiplier_percent = 200
+            [placement]
+            days = 30
             """)
         let document = try file.document(version: 1, issuedAt: 0, phoneKey: [UInt8](repeating: 0, count: 32))
         #expect(
             document.welcomeBonus == 1_000 && document.referralBonus == 3_000 && document.timeZoneOffsetMinutes == 180)
+        #expect(document.placementDays == 30)
         #expect(
             document.campaigns
                 == [

@@ -39,6 +39,19 @@ import Testing
         #expect(throws: RulesDocument.Failure.self) { _ = try RulesDocument.verify([1, 2, 3], hubKey: hub.publicKey) }
     }
 
+    @Test func placementDaysTravelOnlyWhenSetAndAreBounded() throws {
+        let hub = SigningKeyPair.generate()
+        var placed = Self.document
+        placed.placementDays = 30
+        #expect(placed.encoded.count == Self.document.encoded.count + 8, "without placement the bytes are unchanged")
+        #expect(try RulesDocument.verify(placed.signed(by: hub), hubKey: hub.publicKey).placementDays == 30)
+        #expect(try RulesDocument.verify(Self.document.signed(by: hub), hubKey: hub.publicKey).placementDays == 0)
+        placed.placementDays = 400
+        #expect(throws: RulesDocument.Failure.invalid("rights placement for more than 365 days")) {
+            _ = try RulesDocument.verify(placed.signed(by: hub), hubKey: hub.publicKey)
+        }
+    }
+
     @Test func nonsenseValuesAreRefusedEvenWhenSigned() {
         var bad = Self.document
         bad.partners["broken"] = PartnerRules(accrualBasisPoints: 20_000)

@@ -56,6 +56,18 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         #expect(summary.convergenceMilliseconds <= smallWorld(seed).convergenceBoundMilliseconds)
     }
 
+    /// With rights placement on, stores keep and hand back rights as members move between
+    /// them, and the hub places its own: every invariant (rights conserved, no overdraft,
+    /// convergence) still holds, and placement moves happen.
+    @Test(arguments: 1...4 as ClosedRange<UInt64>)
+    func everyInvariantHoldsWithRightsPlacement(seed: UInt64) throws {
+        var config = smallWorld(seed)
+        config.placementDays = 30
+        let summary = try Simulation(config).run()
+        #expect(summary.purchasesAcknowledged > 0)
+        #expect(summary.convergenceMilliseconds <= config.convergenceBoundMilliseconds)
+    }
+
     /// Seeds kept in Simulations/regression-seeds.txt run on every test pass.
     @Test func theKeptSeedsStillPass() throws {
         let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -52,6 +52,9 @@ public struct SimulationSummary: Sendable, Equatable {
     public var unsyncedSamples: [[Int]] = []
     /// Promo codes credited, and activations refused (a code already used, or the hub unreachable).
     public var promosCredited = 0
+    /// Second registrations of a person (same phone, new card) and merges the hub made.
+    public var duplicateRegistrations = 0
+    public var memberMerges = 0
     public var promosRefused = 0
     /// For each partition healed during trading: simulated milliseconds until its stores had
     /// pushed everything written before the heal and pulled the hub's feed as it was then.
@@ -131,6 +134,9 @@ public final class Simulation {
 
     struct Member {
         var card: String
+        /// The person: a second registration of one person (another card, the same phone)
+        /// shares it, and the hub merges the two records.
+        var person: Int
         var home: Int
         var purchases: [Bought] = []
     }
@@ -306,6 +312,7 @@ public final class Simulation {
         summary.traceHash = trace.value
         summary.simulatedMilliseconds = now
         summary.hubEntries = Int(try hubDB.scalar("SELECT COUNT(*) FROM entries") ?? 0)
+        summary.memberMerges = Int(try hubDB.scalar("SELECT COUNT(*) FROM member_merges") ?? 0)
         return summary
     }
 
@@ -656,18 +663,22 @@ public final class Simulation {
 
     // MARK: Workload
 
-    func register(at storeIndex: Int, index: Int) throws {
+    static func phone(_ person: Int) -> String { "+4915\(String(format: "%09d", person))" }
+
+    func register(at storeIndex: Int, index: Int, person: Int? = nil) throws {
         let store = stores[storeIndex]
         setClock(store)
         let card = Self.card(index)
+        let person = person ?? index
         let referrer: String? =
             members.isEmpty || !random.chance(0.1)
             ? nil : try memberID(store, card: members[random.int(0...(members.count - 1))].card)
         do {
             _ = try store.db.transaction {
-                try store.ledger.register(store.db, card: card, phone: nil, referrer: referrer)
+                try store.ledger.register(store.db, card: card, phone: Self.phone(person), referrer: referrer)
             }
-            members.append(Member(card: card, home: storeIndex))
+            if person != index { summary.duplicateRegistrations += 1 }
+            members.append(Member(card: card, person: person, home: storeIndex))
             zipf.grow(to: members.count)
             summary.registrations += 1
             log("register \(card) at store-\(storeIndex + 1)")
@@ -683,7 +694,10 @@ public final class Simulation {
 
     func visit() throws {
         if random.chance(0.02) {
-            try register(at: random.int(0...(stores.count - 1)), index: members.count)
+            // Now and then a member registers again elsewhere (a second card, the same phone).
+            let again = !members.isEmpty && random.chance(config.secondRegistrationChance)
+            let person = again ? members[random.int(0...(members.count - 1))].person : members.count
+            try register(at: random.int(0...(stores.count - 1)), index: members.count, person: person)
             return
         }
         guard !members.isEmpty else { return }
@@ -916,6 +930,12 @@ public final class Simulation {
             case .promoCredit(let member, let code, let points):
                 promoCredits[member, default: 0] += Int64(points)
                 codesUsed[code, default: 0] += 1
+            case .memberMerge(let merge) where merge.account == .main:
+                operations[merge.merged, default: (0, 0, 0, 0)].spent += Int64(merge.points + merge.reversed)
+                operations[merge.survivor, default: (0, 0, 0, 0)].earned += Int64(merge.points)
+            case .memberMerge(let merge):
+                promoCredits[merge.merged, default: 0] -= Int64(merge.points + merge.reversed)
+                promoCredits[merge.survivor, default: 0] += Int64(merge.points)
             default: break
             }
         }

@@ -15,6 +15,9 @@ public struct SimulationConfig: Sendable {
     public var convergenceBoundMilliseconds: UInt64 = 10 * 60_000
     /// Record every event line (replay) rather than only a hash and the last lines.
     public var recordTrace = false
+    /// Of the registrations during the day, the share that is a member registering again at
+    /// some store (a new card, the same phone), which the hub must merge.
+    public var secondRegistrationChance = 0.05
     /// Rights placement days (the rules' `[placement] days`; 0: stores hand every right back).
     public var placementDays: UInt64 = 0
 

@@ -237,6 +237,7 @@ func line(_ summary: SimulationSummary, wall: Double) -> String {
         + "; \(summary.purchasesAcknowledged) purchases, \(summary.purchasesRefused) refused, \(summary.refundsAcknowledged) refunds,"
         + " \(summary.registrations) registrations, \(summary.retriesReplayed) retries replayed,"
         + " promo codes \(summary.promosCredited) credited / \(summary.promosRefused) refused;"
+        + " \(summary.duplicateRegistrations) second registrations, \(summary.memberMerges) merged;"
         + " offline redemptions \(summary.offlineRedemptionsServed)/\(summary.offlineRedemptionsRequested) served,"
         + " online \(summary.onlineRedemptionsServed)/\(summary.onlineRedemptionsRequested);"
         + " \(summary.partitions) partitions, \(summary.crashes) crashes, \(summary.messagesLost)/\(summary.messagesSent) messages lost;"
@@ -262,6 +263,7 @@ extension SimulationSummary {
             "messagesSent": .int(Int64(messagesSent)), "messagesLost": .int(Int64(messagesLost)),
             "convergenceMs": .int(Int64(convergenceMilliseconds)), "hubEntries": .int(Int64(hubEntries)),
             "promosCredited": .int(Int64(promosCredited)), "promosRefused": .int(Int64(promosRefused)),
+            "duplicateRegistrations": .int(Int64(duplicateRegistrations)), "memberMerges": .int(Int64(memberMerges)),
             "healConvergenceMs": .array(healConvergence.map { .int(Int64($0)) }),
         ])
     }

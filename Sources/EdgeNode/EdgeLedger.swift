@@ -189,14 +189,23 @@ public struct EdgeLedger: Sendable {
         if let card {
             let number: CardNumber
             do { number = try CardNumber(card) } catch { throw PosError.invalidCard(error.description) }
-            guard let row = try db.query("SELECT id FROM members WHERE card = ?", [.text(number.digits)]).first else {
+            guard
+                let row = try db.query(
+                    "SELECT COALESCE(merged_into, id) FROM members WHERE card = ?", [.text(number.digits)]
+                ).first
+            else {
                 throw PosError.unknownMember("card \(number.digits)")
             }
             return try view(db, member: MemberID(rawValue: row.uint(0)), card: number.digits)
         }
         if let phone {
             for hash in try phoneHashes(phone) {
-                if let row = try db.query("SELECT id, card FROM members WHERE phone_hash = ?", [.blob(hash)]).first {
+                if let row = try db.query(
+                    """
+                    SELECT COALESCE(merged_into, id), card FROM members WHERE phone_hash = ?
+                    ORDER BY merged_into IS NOT NULL, id LIMIT 1
+                    """, [.blob(hash)]
+                ).first {
                     return try view(db, member: MemberID(rawValue: row.uint(0)), card: row.text(1))
                 }
             }
@@ -209,7 +218,10 @@ public struct EdgeLedger: Sendable {
     func memberID(_ db: any SQLDatabase, card: String) throws -> (id: MemberID, card: String) {
         let number: CardNumber
         do { number = try CardNumber(card) } catch { throw PosError.invalidCard(error.description) }
-        guard let id = try db.scalar("SELECT id FROM members WHERE card = ?", [.text(number.digits)]) else {
+        guard
+            let id = try db.scalar(
+                "SELECT COALESCE(merged_into, id) FROM members WHERE card = ?", [.text(number.digits)])
+        else {
             throw PosError.unknownMember("card \(number.digits)")
         }
         return (MemberID(rawValue: UInt64(bitPattern: id)), number.digits)
@@ -467,11 +479,9 @@ public struct EdgeLedger: Sendable {
             for effect in try LogEntry(decoding: row.blob(0)).effects { members.insert(effect.member) }
         }
         let cutoff = placementCutoff()
+        for row in try db.query("SELECT member FROM release_queue") { members.insert(MemberID(rawValue: row.uint(0))) }
+        try db.run("DELETE FROM release_queue")
         if let cutoff {
-            for row in try db.query("SELECT member FROM release_queue") {
-                members.insert(MemberID(rawValue: row.uint(0)))
-            }
-            try db.run("DELETE FROM release_queue")
             // Placements aged out: a bounded batch per push.
             for row in try db.query(
                 "SELECT member FROM visits WHERE store = ? AND hlc < ? LIMIT 1000",
@@ -485,7 +495,8 @@ public struct EdgeLedger: Sendable {
             if let cutoff,
                 let visit = try db.query("SELECT store, hlc FROM visits WHERE member = ?", [.uint(member.rawValue)])
                     .first,
-                visit.int(0) == Int64(node.rawValue), visit.uint(1) >= cutoff
+                visit.int(0) == Int64(node.rawValue), visit.uint(1) >= cutoff,
+                try db.scalar("SELECT merged_into FROM members WHERE id = ?", [.uint(member.rawValue)]) == nil
             {
                 continue  // placed here: kept for offline redemption
             }
@@ -569,6 +580,15 @@ public struct EdgeLedger: Sendable {
                         "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING",
                         [.uint(purchase.member.rawValue)])
                 }
+            case .memberMerge(let merge):
+                // The merged record's cards name the survivor from now on; rights still held
+                // here for it go back to the hub at the next push, which moves them over.
+                try db.run(
+                    "UPDATE members SET merged_into = ? WHERE id = ?",
+                    [.uint(merge.survivor.rawValue), .uint(merge.merged.rawValue)])
+                try db.run(
+                    "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING", [.uint(merge.merged.rawValue)]
+                )
             case .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)

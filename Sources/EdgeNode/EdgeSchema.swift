@@ -89,5 +89,11 @@ enum EdgeSchema {
                 CREATE INDEX visits_store ON visits(store, hlc);
                 CREATE TABLE release_queue (member INTEGER PRIMARY KEY);
                 """),
+        .init(
+            version: 6,
+            sql: """
+                -- A record the hub merged into another of the same person: its cards name the survivor.
+                ALTER TABLE members ADD COLUMN merged_into INTEGER;
+                """),
     ])
 }

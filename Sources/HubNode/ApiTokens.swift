@@ -125,6 +125,7 @@ extension Operation {
         case .purchase(let purchase): purchase.member
         case .refund(let refund): refund.member
         case .promoCredit(let member, _, _), .expiry(let member, _, _), .rightsMove(let member, _, _, _): member
+        case .memberMerge(let merge): merge.survivor
         }
     }
 }

@@ -77,7 +77,26 @@ public struct HubLedger: Sendable {
         tokenMigration,
         memberColumnMigration,
         visitsMigration(integer: "INTEGER"),
+        mergesMigration(integer: "INTEGER", blob: "BLOB"),
     ])
+
+    /// Members merged into another record of the same person, and the audit of each merge.
+    static func mergesMigration(integer: String, blob: String) -> Migrator.Step {
+        .init(
+            version: 6,
+            sql: """
+                ALTER TABLE members ADD COLUMN merged_into \(integer);
+                CREATE INDEX members_merged ON members(merged_into) WHERE merged_into IS NOT NULL;
+                CREATE TABLE member_merges (
+                    merged \(integer) PRIMARY KEY,
+                    survivor \(integer) NOT NULL,
+                    merged_ms \(integer) NOT NULL,
+                    bonus \(integer) NOT NULL,
+                    reversed \(integer) NOT NULL DEFAULT 0,
+                    moved \(integer) NOT NULL DEFAULT 0
+                );
+                """)
+    }
 
     /// Each member's latest purchase (store, time) the hub knows of: where rights are placed.
     static func visitsMigration(integer: String) -> Migrator.Step {
@@ -149,6 +168,7 @@ public struct HubLedger: Sendable {
                 );
                 """),
         visitsMigration(integer: "BIGINT"),
+        mergesMigration(integer: "BIGINT", blob: "BYTEA"),
     ])
 
     /// Opens (creating if needed) and migrates the hub database.
@@ -252,15 +272,23 @@ public struct HubLedger: Sendable {
             high = entry.sequence
         }
         try insert(db, accepted)
-        try place(db, after: accepted.map(\.0))
+        if let latest = accepted.map(\.0.timestamp).max() { try observe(db, latest) }
+        let merged = accepted.map(\.0)
+        try mergeMembers(db, after: merged)
+        try place(db, after: merged)
         return high
+    }
+
+    /// The rules in force, as the hub signed them (nil before the first publication).
+    func currentRules(_ db: any SQLDatabase) throws -> RulesDocument? {
+        guard let latest = try latestRules(db, newerThan: 0), latest.document.count > 64 else { return nil }
+        return try? RulesDocument(decoding: Array(latest.document[64...]))
     }
 
     /// The rights placement days in force (0: off).
     func currentPlacementDays(_ db: any SQLDatabase) throws -> UInt64 {
         if let placementDays { return placementDays }
-        guard let latest = try latestRules(db, newerThan: 0), latest.document.count > 64 else { return 0 }
-        return (try? RulesDocument(decoding: Array(latest.document[64...])).placementDays) ?? 0
+        return try currentRules(db)?.placementDays ?? 0
     }
 
     /// Rights placement after a merge: records the members' latest purchases, then moves the
@@ -368,6 +396,19 @@ public struct HubLedger: Sendable {
         return (granted, entry)
     }
 
+    /// Folds a merged entry's clock into the hub's, so the hub's own entries come after
+    /// everything it has merged (a stamp beyond the clock's drift bound is not adopted).
+    private func observe(_ db: any SQLDatabase, _ stamp: HLCTimestamp) throws {
+        let last = HLCTimestamp(
+            rawValue: UInt64(bitPattern: try db.scalar("SELECT value FROM meta WHERE key = 'hlc'") ?? 0))
+        guard stamp > last else { return }
+        var clock = HybridLogicalClock(last: last)
+        guard (try? clock.observe(stamp, wall: now())) != nil else { return }
+        try db.run(
+            "INSERT INTO meta(key, value) VALUES('hlc', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [.uint(clock.last.rawValue)])
+    }
+
     /// Appends an entry to the hub's own log (origin 0) and merges it like any other.
     func appendHubEntry(_ db: any SQLDatabase, operation: Operation, effects: [SlotWrite]) throws -> LogEntry {
         let sequence = try originHighWater(db, origin: .hub) + 1
@@ -402,7 +443,10 @@ public struct HubLedger: Sendable {
     // MARK: Queries
 
     public func member(_ db: any SQLDatabase, card: String) throws -> HubMemberView? {
-        guard let row = try db.query("SELECT id FROM members WHERE card = ? ORDER BY id LIMIT 1", [.text(card)]).first
+        guard
+            let row = try db.query(
+                "SELECT COALESCE(merged_into, id) FROM members WHERE card = ? ORDER BY id LIMIT 1", [.text(card)]
+            ).first
         else {
             return nil
         }

@@ -112,7 +112,13 @@ public struct OperatorQueries: Sendable {
             throw HubError("give a card or a phone")
         }
         guard let row = found else { return nil }
-        let id = MemberID(rawValue: row.uint(0))
+        // A record merged into another of the same person answers as the survivor.
+        let id = try ledger.survivor(db, of: MemberID(rawValue: row.uint(0)))
+        let ids =
+            [id]
+            + (try db.query("SELECT id FROM members WHERE merged_into = ? ORDER BY id", [.uint(id.rawValue)]).map {
+                MemberID(rawValue: $0.uint(0))
+            })
         let main = try ledger.counter(db, member: id, account: .main)
         let promo = try ledger.counter(db, member: id, account: .promo)
         var tier = "standard"
@@ -126,10 +132,15 @@ public struct OperatorQueries: Sendable {
         }
         let stores = Dictionary(uniqueKeysWithValues: try ledger.stores(db).map { ($0.id, $0) })
         var history: [JSONValue] = []
-        for entryRow in try db.query(
-            "SELECT entry FROM entries WHERE member = ? ORDER BY hlc DESC LIMIT 200", [.uint(id.rawValue)])
-        {
-            let entry = try LogEntry(decoding: entryRow.blob(0))
+        var entries: [LogEntry] = []
+        for member in ids {
+            for entryRow in try db.query(
+                "SELECT entry FROM entries WHERE member = ? ORDER BY hlc DESC LIMIT 200", [.uint(member.rawValue)])
+            {
+                entries.append(try LogEntry(decoding: entryRow.blob(0)))
+            }
+        }
+        for entry in entries.sorted(by: { $0.timestamp > $1.timestamp }) {
             let store = stores[entry.origin]
             if let scope, store?.partner != scope { continue }
             history.append(Self.activity(entry, store: store))
@@ -177,6 +188,11 @@ public struct OperatorQueries: Sendable {
             fields["type"] = .string("rights")
             fields["to"] = .string(to == .hub ? "hub" : "\(to)")
             fields["points"] = .int(Int64(clamping: points))
+        case .memberMerge(let merge):
+            fields["type"] = .string("merge")
+            fields["to"] = .string(merge.survivor.description)
+            fields["points"] = .int(Int64(clamping: merge.points))
+            fields["pointsRedeemed"] = .int(Int64(clamping: merge.reversed))
         }
         return .object(fields)
     }

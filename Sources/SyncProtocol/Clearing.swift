@@ -70,6 +70,10 @@ public struct ClearingCalculator {
 
     /// Feeds the next entry; entries must come in hybrid-clock order.
     public mutating func add(_ entry: LogEntry) {
+        if case .memberMerge(let merge) = entry.operation {
+            addMerge(merge, entry)
+            return
+        }
         let inPeriod = period.contains(entry.timestamp.milliseconds)
         for effect in entry.effects where effect.account == .main {
             let id = SlotID(member: effect.member, slot: effect.slot)
@@ -96,6 +100,34 @@ public struct ClearingCalculator {
                 break
             }
         }
+    }
+
+    /// A member merge: the reversed points leave the merged member's lots charging no one;
+    /// the moved ones go to the survivor with the partner that issued them and their age.
+    private mutating func addMerge(_ merge: MemberMerge, _ entry: LogEntry) {
+        var raised = false
+        for effect in entry.effects {
+            let id = SlotID(member: effect.member, slot: effect.slot)
+            if effect.value > slotValues[id] ?? 0 {
+                slotValues[id] = effect.value
+                raised = true
+            }
+        }
+        guard raised, merge.account == .main else { return }
+        consumeOldest(merge.reversed, member: merge.merged)
+        var remaining = merge.points
+        var queue = lots[merge.merged] ?? []
+        var moved: [(partner: String, points: UInt64, earnedAt: UInt64)] = []
+        while remaining > 0, !queue.isEmpty {
+            let taken = min(remaining, queue[0].points)
+            moved.append((queue[0].partner, taken, queue[0].earnedAt))
+            queue[0].points -= taken
+            remaining -= taken
+            if queue[0].points == 0 { queue.removeFirst() }
+        }
+        lots[merge.merged] = queue
+        lots[merge.survivor, default: []] += moved
+        lots[merge.survivor]?.sort { $0.earnedAt < $1.earnedAt }
     }
 
     /// Removes the member's oldest points, charging no one.

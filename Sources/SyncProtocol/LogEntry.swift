@@ -92,6 +92,29 @@ public enum Operation: Sendable, Equatable {
     case expiry(member: MemberID, points: UInt64, cutoffDay: Int64)
     /// Redemption rights handed from the entry's origin to another node.
     case rightsMove(member: MemberID, account: Account, to: NodeID, points: UInt64)
+    /// The hub merged two records of one person (wire 1.2; only the hub writes it).
+    case memberMerge(MemberMerge)
+}
+
+/// Two member records of one person (registered at two stores with the same phone) merged
+/// by the hub: `merged`'s cards now name `survivor`. Each entry moves what the hub holds of
+/// the merged member's points in one account: `points` credited to the survivor and
+/// `reversed` taken without credit (a welcome bonus paid twice). The first entry of a merge
+/// is its audit record; later ones move points that reached the hub afterwards.
+public struct MemberMerge: Sendable, Equatable {
+    public var survivor: MemberID
+    public var merged: MemberID
+    public var account: Account
+    public var points: UInt64
+    public var reversed: UInt64
+
+    public init(survivor: MemberID, merged: MemberID, account: Account, points: UInt64, reversed: UInt64) {
+        self.survivor = survivor
+        self.merged = merged
+        self.account = account
+        self.points = points
+        self.reversed = reversed
+    }
 }
 
 /// A counter slot raised to an absolute value by a log entry. Applying it is `max`, so
@@ -155,6 +178,7 @@ public struct LogEntry: Sendable, Equatable {
 
     /// Checks that every effect raises a slot the origin owns.
     public func validateOrigin() throws(EntryError) {
+        if case .memberMerge = operation, origin != .hub { throw .foreignSlot(origin: origin, slotOwner: .hub) }
         for effect in effects where effect.slot.owner != origin {
             throw .foreignSlot(origin: origin, slotOwner: effect.slot.owner)
         }
@@ -217,6 +241,13 @@ extension LogEntry {
             writer.write(account.rawValue)
             writer.write(to.rawValue)
             writer.write(points)
+        case .memberMerge(let merge):
+            writer.write(UInt8(7))
+            writer.write(merge.survivor.rawValue)
+            writer.write(merge.merged.rawValue)
+            writer.write(merge.account.rawValue)
+            writer.write(merge.points)
+            writer.write(merge.reversed)
         }
         writer.write(UInt32(effects.count))
         for effect in effects {
@@ -280,6 +311,14 @@ extension LogEntry {
             let account = try decodeAccount(&reader)
             let to = NodeID(try reader.readUInt32())
             operation = .rightsMove(member: member, account: account, to: to, points: try reader.readUInt64())
+        case 7:
+            let survivor = MemberID(rawValue: try reader.readUInt64())
+            let merged = MemberID(rawValue: try reader.readUInt64())
+            let account = try decodeAccount(&reader)
+            operation = .memberMerge(
+                MemberMerge(
+                    survivor: survivor, merged: merged, account: account, points: try reader.readUInt64(),
+                    reversed: try reader.readUInt64()))
         case let tag:
             throw .unknownTag(field: "operation", value: UInt64(tag))
         }

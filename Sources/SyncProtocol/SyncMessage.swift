@@ -6,7 +6,9 @@ public let syncProtocolVersion: UInt16 = 1
 public enum WireVersion {
     public static let major: UInt8 = 1
     /// 1.1 added `telemetry`; a store sends it only to a hub whose messages say 1.1 or later.
-    public static let minor: UInt8 = 1
+    /// 1.2 added the `memberMerge` log operation, which a hub writes into the feed when it
+    /// merges two records of one person: stores are upgraded before the hub.
+    public static let minor: UInt8 = 2
     /// The largest encoded message (the channel's frame limit).
     public static let maxMessageBytes = 1 << 20
 }

@@ -68,6 +68,18 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         #expect(summary.convergenceMilliseconds <= config.convergenceBoundMilliseconds)
     }
 
+    /// Members registering a second card with the same phone at any store, under the
+    /// seed's faults: the hub merges every such pair, and every invariant (conservation with
+    /// the merges' moves, rights, no overdraft, convergence) holds.
+    @Test(arguments: [3, 9] as [UInt64])
+    func secondRegistrationsAreMergedUnderFaults(seed: UInt64) throws {
+        var config = smallWorld(seed)
+        config.secondRegistrationChance = 0.7
+        let summary = try Simulation(config).run()
+        #expect(summary.duplicateRegistrations > 0)
+        #expect(summary.memberMerges == summary.duplicateRegistrations)
+    }
+
     /// Seeds kept in Simulations/regression-seeds.txt run on every test pass.
     @Test func theKeptSeedsStillPass() throws {
         let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -3,10 +3,11 @@ import Testing
 
 @testable import SyncProtocol
 
-/// Fixed messages and their exact bytes, kept in Fixtures/wire-v1.1.golden (one `name hex`
+/// Fixed messages and their exact bytes, kept in Fixtures/wire-v1.2.golden (one `name hex`
 /// line each), so a change to the encoding is seen and a second implementation can check
-/// itself. Regenerate deliberately with UPDATE_GOLDEN=1. Fixtures/wire-v1.0.golden holds the
-/// same messages as wire 1.0 wrote them: they must still decode (stores not yet upgraded).
+/// itself. Regenerate deliberately with UPDATE_GOLDEN=1. Fixtures/wire-v1.0.golden and
+/// wire-v1.1.golden hold the messages as those versions wrote them: they must still decode
+/// (stores and hubs not yet upgraded).
 @Suite struct GoldenVectorTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
     static let fixture = fixtures.appendingPathComponent("wire-v1.\(WireVersion.minor).golden")
@@ -31,6 +32,17 @@ import Testing
             origin: .hub, sequence: 1, timestamp: stamp, idempotencyKey: "",
             operation: .rightsMove(member: member, account: .main, to: NodeID(2), points: 40),
             effects: [SlotWrite(member: member, account: .main, slot: .moved(.hub, NodeID(2)), value: 40)])
+        let merge = LogEntry(
+            origin: .hub, sequence: 2, timestamp: stamp, idempotencyKey: "",
+            operation: .memberMerge(
+                MemberMerge(
+                    survivor: member, merged: MemberID(origin: NodeID(2), serial: 1), account: .main, points: 60,
+                    reversed: 1_000)),
+            effects: [
+                SlotWrite(
+                    member: MemberID(origin: NodeID(2), serial: 1), account: .main, slot: .spent(.hub), value: 1_060),
+                SlotWrite(member: member, account: .main, slot: .earned(.hub), value: 60),
+            ])
         return [
             ("hello", .hello(version: 1, node: NodeID(2), feedWatermark: 7, rulesVersion: 3)),
             ("welcome", .welcome(version: 1, originHighWater: 3)),
@@ -40,6 +52,7 @@ import Testing
             ("changes", .changes(entries: [FeedEntry(feedSequence: 8, entry: grant)], upTo: 8, more: false)),
             ("rights-request", .rightsRequest(requestID: 1, member: member, account: .main, points: 40)),
             ("rights-grant", .rightsGrant(requestID: 1, granted: 40, entry: grant)),
+            ("member-merge", .changes(entries: [FeedEntry(feedSequence: 9, entry: merge)], upTo: 9, more: false)),
             ("error", .error(code: .refusedEntry, message: "gap")),
             ("rules", .rules(version: 2, document: Array("rules-v2".utf8))),
             (
@@ -81,15 +94,17 @@ import Testing
         }
     }
 
-    @Test func messagesWrittenByWire10StillDecode() throws {
-        let stored = try String(contentsOf: Self.fixtures.appendingPathComponent("wire-v1.0.golden"), encoding: .utf8)
-            .split(separator: "\n")
+    @Test(arguments: [(0, 10), (1, 11)])
+    func messagesWrittenByEarlierMinorVersionsStillDecode(minor: UInt8, count: Int) throws {
+        let stored = try String(
+            contentsOf: Self.fixtures.appendingPathComponent("wire-v1.\(minor).golden"), encoding: .utf8
+        ).split(separator: "\n")
         let vectors = Dictionary(uniqueKeysWithValues: Self.vectors)
-        #expect(stored.count == 10)
+        #expect(stored.count == count)
         for line in stored {
             let parts = line.split(separator: " ")
             let golden = Self.bytes(String(parts[1]))
-            #expect(golden[1] == 0, "a 1.0 vector")
+            #expect(golden[1] == minor, "a 1.\(minor) vector")
             #expect(try SyncMessage(decoding: golden) == vectors[String(parts[0])])
         }
     }

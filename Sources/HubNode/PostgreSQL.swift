@@ -71,10 +71,16 @@ public struct PostgresError: Error, CustomStringConvertible {
 
 /// One PostgreSQL connection (postgres-nio) used synchronously by one thread at a time, like
 /// a SQLite connection: the hub's writer thread, a console reader, a CLI command. Statements
-/// keep SQLite's `?` placeholders and are rewritten to `$n` once each.
+/// keep SQLite's `?` placeholders and are rewritten to `$n` once each. When the server goes
+/// away (a restart, a failover, an administrator ending the session), the statement that
+/// finds out fails, and the next one connects again: a transaction in progress is lost
+/// whole (its caller sees the failure and the store retries), never half-applied.
 public final class PostgreSQLConnection: SQLDatabase, @unchecked Sendable {
     // @unchecked: used by one thread at a time; ownership moves as with SQLiteConnection.
-    private let connection: PostgresConnection
+    private var connection: PostgresConnection
+    private var broken = false
+    private let readOnly: Bool
+    private let configuration: PostgresConnection.Configuration
     private let logger: Logger
     private var rewritten: [String: String] = [:]
     public let location: PostgresLocation
@@ -88,6 +94,7 @@ public final class PostgreSQLConnection: SQLDatabase, @unchecked Sendable {
     {
         self.location = location
         self.logger = logger
+        self.readOnly = readOnly
         let tls: PostgresConnection.Configuration.TLS
         switch location.tls {
         case .disable: tls = .disable
@@ -96,21 +103,45 @@ public final class PostgreSQLConnection: SQLDatabase, @unchecked Sendable {
             if location.tls == .require { configuration.certificateVerification = .none }
             tls = .require(try NIOSSLContext(configuration: configuration))
         }
-        let configuration = PostgresConnection.Configuration(
+        configuration = PostgresConnection.Configuration(
             host: location.host, port: location.port, username: location.user, password: location.password,
             database: location.database, tls: tls)
+        connection = try Self.connect(configuration, location, logger)
+        try prepareSession()
+    }
+
+    private static func connect(
+        _ configuration: PostgresConnection.Configuration, _ location: PostgresLocation, _ logger: Logger
+    ) throws -> PostgresConnection {
         do {
-            connection = try PostgresConnection.connect(
+            return try PostgresConnection.connect(
                 on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration, id: 1, logger: logger
             ).wait()
         } catch {
             throw HubError("cannot connect to PostgreSQL at \(location): \(Self.describe(error))")
         }
+    }
+
+    /// The session settings every connection needs: the schema, and read-only for readers.
+    private func prepareSession() throws {
         if let schema = location.schema {
             if !readOnly { try run("CREATE SCHEMA IF NOT EXISTS \"\(schema)\"") }
             try run("SET search_path TO \"\(schema)\"")
         }
         if readOnly { try run("SET default_transaction_read_only = on") }
+    }
+
+    /// Whether a failure means the connection is gone (as opposed to a refused statement).
+    static func isConnectionLost(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError else { return false }
+        switch error.code {
+        case .serverClosedConnection, .connectionError, .uncleanShutdown, .clientClosedConnection: return true
+        case .server:
+            // Class 08 (connection exception) and 57P (operator intervention: shutdown, terminated).
+            let state = error.serverInfo?[.sqlState] ?? ""
+            return state.hasPrefix("08") || state.hasPrefix("57P")
+        default: return false
+        }
     }
 
     deinit { try? connection.close().wait() }
@@ -153,9 +184,17 @@ public final class PostgreSQLConnection: SQLDatabase, @unchecked Sendable {
             case .blob(let value): binds.append(ByteBuffer(bytes: value))
             }
         }
+        if broken || connection.isClosed {
+            try? connection.close().wait()
+            connection = try Self.connect(configuration, location, logger)
+            broken = false
+            logger.notice("reconnected to PostgreSQL", metadata: ["database": "\(location)"])
+            try prepareSession()
+        }
         do {
             return try connection.query(PostgresQuery(unsafeSQL: numbered(sql), binds: binds), logger: logger).wait()
         } catch {
+            if Self.isConnectionLost(error) { broken = true }
             throw PostgresError(message: Self.describe(error), sql: sql)
         }
     }

@@ -162,3 +162,32 @@ final class Failures: @unchecked Sendable {
                 == ["CREATE TABLE a (x TEXT)", "INSERT INTO a VALUES('1;2')"])
     }
 }
+
+@Suite(.enabled(if: HubBackend.postgresURL != nil, "needs LOYALTY_TEST_POSTGRES"))
+struct PostgresReconnectTests {
+    @Test func aLostConnectionFailsItsTransactionWholeAndTheNextOneReconnects() throws {
+        let location = try freshHubLocation(.postgres)
+        let db = try HubLedger.open(location)
+        let ledger = HubLedger()
+        let store = NodeID(1)
+        _ = try ledger.enroll(db, name: "s1", partner: "p", key: SigningKeyPair.generate().publicKey)
+        let log = SharedDatabaseTests.log(of: store, count: 12)
+        _ = try db.transaction { try ledger.merge(db, from: store, entries: Array(log[0..<6])) }
+        // An administrator (or a failover) ends the hub's session in the middle of a transaction.
+        let admin = try HubLedger.open(location)
+        let pid = try #require(try db.scalar("SELECT pg_backend_pid()"))
+        #expect(throws: (any Error).self) {
+            try db.transaction {
+                _ = try ledger.merge(db, from: store, entries: Array(log[6..<9]))
+                _ = try admin.scalar("SELECT 1 FROM pg_terminate_backend(CAST(? AS integer))", [.integer(pid)])
+                _ = try ledger.merge(db, from: store, entries: Array(log[9..<12]))
+            }
+        }
+        // Nothing of the lost transaction stayed; the next one reconnects and merges all.
+        #expect(try admin.scalar("SELECT COUNT(*) FROM entries") == 6)
+        #expect(try db.transaction { try ledger.merge(db, from: store, entries: Array(log[6..<12])) } == 12)
+        let newPID = try db.scalar("SELECT pg_backend_pid()")
+        #expect(newPID != pid)
+        #expect(try admin.scalar("SELECT COUNT(*) FROM entries") == 12)
+    }
+}

@@ -191,3 +191,36 @@ struct PostgresReconnectTests {
         #expect(try admin.scalar("SELECT COUNT(*) FROM entries") == 12)
     }
 }
+
+@Suite(.enabled(if: HubBackend.postgresURL != nil, "needs LOYALTY_TEST_POSTGRES"))
+struct PostgresSchemaUpgradeTests {
+    @Test func aVersionFourDatabaseUpgradesAndKeepsItsData() throws {
+        let location = try freshHubLocation(.postgres)
+        guard case .postgres(let address) = location else { return }
+        let ledger = HubLedger()
+        let store = NodeID(1)
+        let log = SharedDatabaseTests.log(of: store, count: 8)
+        do {
+            let old = try PostgreSQLConnection(address)
+            try HubLedger.postgresMigrator.migrate(old, upTo: 4)
+            #expect(try old.schemaVersion() == 4)
+            _ = try ledger.enroll(old, name: "s1", partner: "p", key: SigningKeyPair.generate().publicKey)
+            // Entries as version 4 stored them (no visits or merges tables yet).
+            for (index, entry) in log.prefix(4).enumerated() {
+                try old.run(
+                    "INSERT INTO entries(origin, seq, feed_seq, hlc, entry, member) VALUES(?, ?, ?, ?, ?, ?)",
+                    [
+                        .int(1), .uint(entry.sequence), .int(index + 1), .uint(entry.timestamp.rawValue),
+                        .blob(entry.encoded), .uint(MemberID(origin: store, serial: 1).rawValue),
+                    ])
+                if case .registerMember(let record) = entry.operation { try CounterSlots.insertMember(old, record) }
+                try CounterSlots.apply(old, entry.effects)
+            }
+        }
+        let db = try HubLedger.open(location)
+        #expect(try db.schemaVersion() == HubLedger.postgresMigrator.latestVersion)
+        #expect(try db.transaction { try ledger.merge(db, from: store, entries: Array(log[4..<8])) } == 8)
+        #expect(try ledger.memberMerges(db).isEmpty)
+        #expect(try ledger.counter(db, member: MemberID(origin: store, serial: 1), account: .main).balance == 70)
+    }
+}

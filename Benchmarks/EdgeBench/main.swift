@@ -120,40 +120,48 @@ final class Counter: @unchecked Sendable {
     var latencies: [Double] { lock.withLock { samples } }
 }
 
-func runLanes(ratePerLane: Double?, duration: Double, tag: String) -> Counter {
-    let counter = Counter()
+/// Runs `body` once per lane, each on a thread of its own with its own POS connection, and
+/// waits for all of them.
+func onEachLane(_ body: @escaping @Sendable (_ lane: Int, _ client: PosClient) -> Void) {
     let group = DispatchGroup()
     for lane in 0..<lanes {
         group.enter()
         Thread {
             defer { group.leave() }
             guard let client = try? PosClient(address: SocketAddress(host: "127.0.0.1", port: posPort)) else { return }
-            var done = 0
-            var latencies: [Double] = []
-            let begin = now()
-            var next = begin
-            while now() - begin < duration {
-                if let rate = ratePerLane {
-                    // Open loop: requests go out on a schedule, whatever the answers do.
-                    next += 1 / rate
-                    let wait = next - now()
-                    if wait > 0 { usleep(UInt32(wait * 1e6)) }
-                }
-                let sent = now()
-                let member = (lane * 100_003 + done * 7) % members
-                _ = try? client.call(
-                    "checkout.purchase",
-                    [
-                        "card": .string(card(member)), "amount": 12_345, "lane": .string("\(lane)"),
-                        "receipt": .string("\(tag)-\(lane)-\(done)"),
-                    ])
-                latencies.append(now() - sent)
-                done += 1
-            }
-            counter.add(done, latencies: latencies)
+            body(lane, client)
         }.start()
     }
     group.wait()
+}
+
+func runLanes(ratePerLane: Double?, duration: Double, tag: String) -> Counter {
+    let counter = Counter()
+    onEachLane { lane, client in
+        var done = 0
+        var latencies: [Double] = []
+        let begin = now()
+        var next = begin
+        while now() - begin < duration {
+            if let rate = ratePerLane {
+                // Open loop: requests go out on a schedule, whatever the answers do.
+                next += 1 / rate
+                let wait = next - now()
+                if wait > 0 { usleep(UInt32(wait * 1e6)) }
+            }
+            let sent = now()
+            let member = (lane * 100_003 + done * 7) % members
+            _ = try? client.call(
+                "checkout.purchase",
+                [
+                    "card": .string(card(member)), "amount": 12_345, "lane": .string("\(lane)"),
+                    "receipt": .string("\(tag)-\(lane)-\(done)"),
+                ])
+            latencies.append(now() - sent)
+            done += 1
+        }
+        counter.add(done, latencies: latencies)
+    }
     return counter
 }
 
@@ -299,50 +307,43 @@ final class Served: @unchecked Sendable {
 }
 let served = Served()
 do {
-    let group = DispatchGroup()
-    for lane in 0..<lanes {
-        group.enter()
-        Thread {
-            defer { group.leave() }
-            guard let client = try? PosClient(address: SocketAddress(host: "127.0.0.1", port: posPort)) else { return }
-            let begin = now()
-            var next = begin
-            var index = 0
-            var lastMember = lane
-            while now() - begin < partitionSeconds {
-                next += Double(lanes) / 200
-                let wait = next - now()
-                if wait > 0 { usleep(UInt32(wait * 1e6)) }
-                index += 1
-                var params: [String: JSONValue] = [
-                    "amount": 12_345, "lane": .string("p\(lane)"), "receipt": .string("p-\(lane)-\(index)"),
-                ]
-                var redeeming = false
-                if index % 10 == 0 {
-                    params["card"] = .string(card((lane * 7_919 + index * 13 + members / 3) % members))
-                    params["redeem"] = 50
-                    redeeming = true
-                } else if index % 5 == 0 {
-                    params["card"] = .string(card(lastMember))
-                    params["redeem"] = 5
-                    redeeming = true
-                } else {
-                    lastMember = (lane * 50_021 + index * 11) % members
-                    params["card"] = .string(card(lastMember))
-                }
-                let ok = (try? client.call("checkout.purchase", params)) != nil
-                served.lock.withLock {
-                    served.attempted += 1
-                    if ok { served.served += 1 }
-                    if redeeming {
-                        served.redeemAttempted += 1
-                        if ok { served.redeemServed += 1 }
-                    }
+    onEachLane { lane, client in
+        let begin = now()
+        var next = begin
+        var index = 0
+        var lastMember = lane
+        while now() - begin < partitionSeconds {
+            next += Double(lanes) / 200
+            let wait = next - now()
+            if wait > 0 { usleep(UInt32(wait * 1e6)) }
+            index += 1
+            var params: [String: JSONValue] = [
+                "amount": 12_345, "lane": .string("p\(lane)"), "receipt": .string("p-\(lane)-\(index)"),
+            ]
+            var redeeming = false
+            if index % 10 == 0 {
+                params["card"] = .string(card((lane * 7_919 + index * 13 + members / 3) % members))
+                params["redeem"] = 50
+                redeeming = true
+            } else if index % 5 == 0 {
+                params["card"] = .string(card(lastMember))
+                params["redeem"] = 5
+                redeeming = true
+            } else {
+                lastMember = (lane * 50_021 + index * 11) % members
+                params["card"] = .string(card(lastMember))
+            }
+            let ok = (try? client.call("checkout.purchase", params)) != nil
+            served.lock.withLock {
+                served.attempted += 1
+                if ok { served.served += 1 }
+                if redeeming {
+                    served.redeemAttempted += 1
+                    if ok { served.redeemServed += 1 }
                 }
             }
-        }.start()
+        }
     }
-    group.wait()
 }
 served.lock.withLock {
     report(

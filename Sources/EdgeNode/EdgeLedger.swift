@@ -450,12 +450,7 @@ public struct EdgeLedger: Sendable {
     /// latest this replica knows of.
     func recordVisit(_ db: any SQLDatabase, member: MemberID, store: NodeID, at stamp: HLCTimestamp) throws {
         guard active.placementDays > 0 else { return }
-        try db.run(
-            """
-            INSERT INTO visits(member, store, hlc) VALUES(?, ?, ?)
-            ON CONFLICT(member) DO UPDATE SET store = excluded.store, hlc = excluded.hlc
-            WHERE excluded.hlc > visits.hlc
-            """, [.uint(member.rawValue), .int(Int(store.rawValue)), .uint(stamp.rawValue)])
+        try CounterSlots.recordVisit(db, member: member, store: store, hlc: stamp.rawValue)
     }
 
     /// The oldest purchase time a placement still counts (nil: placement is off).

@@ -313,12 +313,7 @@ public struct HubLedger: Sendable {
             }
         }
         for (member, visit) in latest.sorted(by: { $0.key < $1.key }) {
-            try db.run(
-                """
-                INSERT INTO visits(member, store, hlc) VALUES(?, ?, ?)
-                ON CONFLICT(member) DO UPDATE SET store = excluded.store, hlc = excluded.hlc
-                WHERE excluded.hlc > visits.hlc
-                """, [.uint(member.rawValue), .int(Int(visit.store.rawValue)), .uint(visit.at)])
+            try CounterSlots.recordVisit(db, member: member, store: visit.store, hlc: visit.at)
         }
         let cutoff = HLCTimestamp(milliseconds: now() &- days * 86_400_000, logical: 0).rawValue
         for member in touched.sorted() {

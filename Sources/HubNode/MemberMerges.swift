@@ -22,9 +22,10 @@ extension HubLedger {
     /// Points of the merged record that reach the hub later (stores hand rights back at their
     /// next sync) move the same way, each move a hub `memberMerge` entry.
     func mergeMembers(_ db: any SQLDatabase, after entries: [LogEntry]) throws {
+        // The hub gains a member's rights only when a store hands them over.
         var touched = Set<MemberID>()
         for entry in entries {
-            for effect in entry.effects { touched.insert(effect.member) }
+            if case .rightsMove(let member, _, let to, _) = entry.operation, to == .hub { touched.insert(member) }
             guard case .registerMember(let record) = entry.operation, !record.phoneHash.isEmpty else { continue }
             guard
                 let other = try db.query(

@@ -79,11 +79,7 @@ public struct OperatorQueries: Sendable {
     func phoneHashes(_ db: any SQLDatabase, phone: String) throws -> [[UInt8]] {
         guard let number = PhoneNumber(phone) else { throw HubError(PhoneNumber.formHint) }
         var keys: [SecretBytes] = []
-        if let latest = try ledger.latestRules(db, newerThan: 0),
-            var key = try? RulesDocument(decoding: Array(latest.document.dropFirst(64))).phoneKey
-        {
-            keys.append(SecretBytes(consuming: &key))
-        }
+        if var key = try ledger.currentRules(db)?.phoneKey { keys.append(SecretBytes(consuming: &key)) }
         if let hubKey { keys.append(PhoneNumber.provisionalKey(hub: hubKey)) }
         return keys.map { number.hash(key: $0) }
     }
@@ -122,9 +118,7 @@ public struct OperatorQueries: Sendable {
         let main = try ledger.counter(db, member: id, account: .main)
         let promo = try ledger.counter(db, member: id, account: .promo)
         var tier = "standard"
-        let document = try ledger.latestRules(db, newerThan: 0).flatMap {
-            try? RulesDocument(decoding: Array($0.document.dropFirst(64)))
-        }
+        let document = try ledger.currentRules(db)
         let month = document?.month(of: now) ?? RulesDocument.month(ofDay: Int64(now / 86_400_000))
         let monthSpend = main.monthlySpend(month: month)
         if let document, month > 0, document.isVIP(lastMonthSpend: main.monthlySpend(month: month - 1)) {

@@ -40,8 +40,7 @@ extension HubLedger {
 
     /// The programme's time-zone offset from the latest rules (0 before any are published).
     public func timeZoneOffsetMinutes(_ db: any SQLDatabase) throws -> Int32 {
-        guard let latest = try latestRules(db, newerThan: 0) else { return 0 }
-        return (try? RulesDocument(decoding: Array(latest.document.dropFirst(64))))?.timeZoneOffsetMinutes ?? 0
+        try currentRules(db)?.timeZoneOffsetMinutes ?? 0
     }
 }
 

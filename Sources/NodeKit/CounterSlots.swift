@@ -65,6 +65,17 @@ public enum CounterSlots {
         var to: UInt32
     }
 
+    /// Rights placement: records a purchase by `member` at `store` at `hlc` in the `visits`
+    /// table (edge and hub keep one each) when it is later than the member's latest known.
+    public static func recordVisit(_ db: any SQLDatabase, member: MemberID, store: NodeID, hlc: UInt64) throws {
+        try db.run(
+            """
+            INSERT INTO visits(member, store, hlc) VALUES(?, ?, ?)
+            ON CONFLICT(member) DO UPDATE SET store = excluded.store, hlc = excluded.hlc
+            WHERE excluded.hlc > visits.hlc
+            """, [.uint(member.rawValue), .int(Int(store.rawValue)), .uint(hlc)])
+    }
+
     /// Records a registered member (ignored when already known).
     public static func insertMember(_ db: any SQLDatabase, _ record: MemberRecord) throws {
         try insertMembers(db, [record])

@@ -125,7 +125,7 @@ let started = now()
                 lags.append(at - store.createdAt[Int(store.acknowledged)])
                 store.acknowledged += 1
             }
-        case .applyChanges(let entries, let upTo, let more):
+        case .applyChanges(let entries, let upTo, let more, _):
             feedEntries += entries.count
             execute(store, store.session.changesApplied(upTo: upTo, more: more, now: loop.nowMilliseconds))
         case .wentOnline:

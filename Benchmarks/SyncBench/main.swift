@@ -151,7 +151,7 @@ do {
         _ = receiver.apply(initial)
         let start = now()
         for batch in batches {
-            guard case .changes(let entries, _, _) = try SyncMessage(decoding: batch.encoded) else { continue }
+            guard case .changes(let entries, _, _, _) = try SyncMessage(decoding: batch.encoded) else { continue }
             for feed in entries { _ = receiver.apply(feed.entry.effects) }
         }
         deltaSeconds = min(deltaSeconds, now() - start)

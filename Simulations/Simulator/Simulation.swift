@@ -59,6 +59,9 @@ public struct SimulationSummary: Sendable, Equatable {
     /// For each partition healed during trading: simulated milliseconds until its stores had
     /// pushed everything written before the heal and pulled the hub's feed as it was then.
     public var healConvergence: [Int] = []
+    /// Members a store did not hold, looked up at the hub (online), and found.
+    public var lookups = 0
+    public var lookupsFound = 0
 }
 
 /// The deterministic simulator: one thread, one seeded generator, simulated clocks and a
@@ -93,6 +96,8 @@ public final class Simulation {
         var rounds: Int
         var redeemRequested: UInt64
         var offline: Bool
+        /// The store asked the hub for the member once already.
+        var lookedUp = false
     }
 
     final class Store {
@@ -110,6 +115,7 @@ public final class Simulation {
         var driftPPM: Int64 = 0
         var pending: [UInt32: PendingPurchase] = [:]
         var promos: [UInt32: MemberID] = [:]
+        var lookups: [UInt32: PendingPurchase] = [:]
         var receipts = 0
         var backoff: UInt64 = 250
 
@@ -197,6 +203,7 @@ public final class Simulation {
         let hubClock = self.hubClock
         hubLedger.now = { @Sendable () -> UInt64 in hubClock.local }
         hubLedger.placementDays = config.placementDays
+        if config.partnerGroups { hubLedger.feedScope = Self.partnerGroups }
         for index in 0..<config.stores {
             var keyBytes = [UInt8](repeating: 7, count: 32)
             let phoneKey = SecretBytes(consuming: &keyBytes)
@@ -221,6 +228,8 @@ public final class Simulation {
             stores.append(store)
         }
     }
+
+    static let partnerGroups = FeedScope(byPartnerGroup: true, groups: ["north": ["partner-0", "partner-1"]])
 
     static func newSession(_ node: NodeID, watermark: UInt64) -> EdgeSession {
         var session = EdgeSession(
@@ -553,6 +562,7 @@ public final class Simulation {
         let message = try SyncMessage(decoding: bytes)
         if toHub {
             guard hubUp, var entry = hubSessions[index], entry.connection == connection else { return }
+            if let minor = SyncMessage.minorVersion(of: bytes) { entry.session.storeWireMinor = minor }
             let actions = entry.session.received(message)
             hubSessions[index] = entry
             try executeHub(index, actions)
@@ -576,9 +586,11 @@ public final class Simulation {
                 try execute(store, store.session.entriesLoaded(entries, now: now))
             case .recordAck(let upTo):
                 try store.db.transaction { try store.ledger.acknowledge(store.db, upTo: upTo) }
-            case .applyChanges(let entries, let upTo, let more):
+            case .applyChanges(let entries, let upTo, let more, let snapshots):
                 do {
-                    try store.db.transaction { _ = try store.ledger.applyFeed(store.db, entries, upTo: upTo) }
+                    try store.db.transaction {
+                        _ = try store.ledger.applyFeed(store.db, entries, upTo: upTo, snapshots: snapshots)
+                    }
                     try execute(store, store.session.changesApplied(upTo: upTo, more: more, now: now))
                 } catch {
                     log("store-\(store.index + 1) refused changes: \(error)")
@@ -589,8 +601,18 @@ public final class Simulation {
                     pending.grant += writes
                     try purchase(store, pending)
                 }
+            case .memberFound(let id, let snapshots):
+                guard var pending = store.lookups.removeValue(forKey: id) else { break }
+                if !snapshots.isEmpty {
+                    summary.lookupsFound += 1
+                    try store.db.transaction { try store.ledger.applySnapshots(store.db, snapshots) }
+                }
+                log("lookup of \(pending.request.card) at store-\(store.index + 1): \(snapshots.count) found")
+                pending.lookedUp = true
+                try purchase(store, pending)
             case .rightsFailed(let id, _):
                 if store.pending.removeValue(forKey: id) != nil { summary.purchasesRefused += 1 }
+                if store.lookups.removeValue(forKey: id) != nil { summary.purchasesRefused += 1 }
                 if store.promos.removeValue(forKey: id) != nil { summary.promosRefused += 1 }
             case .promoResolved(let id, _, let writes, let refusal):
                 guard let member = store.promos.removeValue(forKey: id) else { break }
@@ -632,9 +654,16 @@ public final class Simulation {
                     log("hub refused a push of store-\(index + 1): \(error)")
                     next = entry.session.mergeRefused(error.description)
                 }
-            case .loadFeed(let after, let limit, let excluding):
-                let feed = try hubLedger.feed(hubDB, after: after, limit: limit, excluding: excluding)
-                next = entry.session.feedLoaded(feed.entries, upTo: feed.upTo, more: feed.more)
+            case .loadFeed(let after, let limit, let excluding, let scopable):
+                let feed = try hubLedger.feed(
+                    hubDB, after: after, limit: limit, excluding: excluding, scopable: scopable)
+                next = entry.session.feedLoaded(
+                    feed.entries, upTo: feed.upTo, more: feed.more, snapshots: feed.snapshots)
+            case .lookupMember(let id, let card, let hashes):
+                let snapshots = try hubDB.transaction {
+                    try hubLedger.lookupMember(hubDB, card: card, phoneHashes: hashes, for: node)
+                }
+                next = entry.session.memberLookedUp(requestID: id, snapshots: snapshots)
             case .grant(let id, let member, let account, let points):
                 let grant = try hubDB.transaction {
                     try hubLedger.grant(hubDB, member: member, account: account, to: node, points: points)
@@ -768,6 +797,16 @@ public final class Simulation {
                     store.db, pending.request, grant: pending.grant, connectivity: connectivity(store))
             }
         } catch let error as PosError {
+            if error.code == PosError.unknownMemberCode, !pending.lookedUp, store.session.isOnline {
+                // A member this store does not hold (another partner group's, or one the feed
+                // has not brought yet): the POS asks the hub, as the edge's API does.
+                summary.lookups += 1
+                let (id, actions) = store.session.requestMember(
+                    card: pending.request.card, phoneHashes: [], now: now)
+                store.lookups[id] = pending
+                try execute(store, actions)
+                return
+            }
             summary.purchasesRefused += 1
             log("purchase \(pending.request.receipt) refused at store-\(store.index + 1): \(error.code)")
             return
@@ -891,7 +930,20 @@ public final class Simulation {
             }
         }
         let hubSlots = try slotsDigest(hubDB)
-        return try stores.allSatisfy { try slotsDigest($0.db) == hubSlots }
+        return try stores.allSatisfy { try slotsDigest($0.db) == (try expectedSlots($0, hubSlots)) }
+    }
+
+    /// The hub's slots a store must hold once converged: all of them, or with partner-group
+    /// feeds those of the members its group serves.
+    func expectedSlots(_ store: Store, _ hubSlots: [[SQLValue]]) throws -> [[SQLValue]] {
+        guard config.partnerGroups else { return hubSlots }
+        let partners = Self.partnerGroups.partners(inGroupOf: "partner-\(store.index % 3)")
+        let held = Set(
+            try hubDB.query(
+                "SELECT DISTINCT member FROM member_scope WHERE partner IN ("
+                    + partners.map { _ in "?" }.joined(separator: ", ") + ")", partners.map { .text($0) }
+            ).map { $0.uint(0) })
+        return hubSlots.filter { held.contains(UInt64(bitPattern: $0[0].integer)) }
     }
 
     func divergence() throws -> String {

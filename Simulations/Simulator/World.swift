@@ -20,6 +20,9 @@ public struct SimulationConfig: Sendable {
     public var secondRegistrationChance = 0.05
     /// Rights placement days (the rules' `[placement] days`; 0: stores hand every right back).
     public var placementDays: UInt64 = 0
+    /// Partner-group feeds: partners 0 and 1 form one group, partner 2 another (stores are
+    /// partner index modulo 3); a store holds its group's members and looks up the others.
+    public var partnerGroups = false
 
     public init(seed: UInt64, stores: Int = 6, members: Int = 300, days: Double = 1) {
         self.seed = seed

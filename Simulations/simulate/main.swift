@@ -152,6 +152,10 @@ struct WorldOptions: ParsableArguments {
         name: .customLong("placement-days"),
         help: "Rights placement: stores keep the rights of members who last shopped there within N days (0: off).")
     var placementDays: UInt64 = 0
+    @Flag(
+        name: .customLong("partner-groups"),
+        help: "Partner-group feeds: each store holds its group's members and looks others up at the hub.")
+    var partnerGroups = false
 
     func validate() throws {
         guard (1...2_000).contains(stores) else { throw ValidationError("--stores must be 1 to 2,000") }
@@ -163,10 +167,15 @@ struct WorldOptions: ParsableArguments {
         var config = SimulationConfig(seed: seed, stores: stores, members: members, days: days)
         config.visitsPerStorePerDay = visits
         config.placementDays = placementDays
+        config.partnerGroups = partnerGroups
         return config
     }
 
-    var replayCommand: String { "--stores \(stores) --members \(members) --days \(days) --visits \(visits)" }
+    var replayCommand: String {
+        "--stores \(stores) --members \(members) --days \(days) --visits \(visits)"
+            + (placementDays > 0 ? " --placement-days \(placementDays)" : "")
+            + (partnerGroups ? " --partner-groups" : "")
+    }
 }
 
 extension Simulate {
@@ -238,6 +247,7 @@ func line(_ summary: SimulationSummary, wall: Double) -> String {
         + " \(summary.registrations) registrations, \(summary.retriesReplayed) retries replayed,"
         + " promo codes \(summary.promosCredited) credited / \(summary.promosRefused) refused;"
         + " \(summary.duplicateRegistrations) second registrations, \(summary.memberMerges) merged;"
+        + " members looked up at the hub \(summary.lookupsFound)/\(summary.lookups) found;"
         + " offline redemptions \(summary.offlineRedemptionsServed)/\(summary.offlineRedemptionsRequested) served,"
         + " online \(summary.onlineRedemptionsServed)/\(summary.onlineRedemptionsRequested);"
         + " \(summary.partitions) partitions, \(summary.crashes) crashes, \(summary.messagesLost)/\(summary.messagesSent) messages lost;"
@@ -264,6 +274,7 @@ extension SimulationSummary {
             "convergenceMs": .int(Int64(convergenceMilliseconds)), "hubEntries": .int(Int64(hubEntries)),
             "promosCredited": .int(Int64(promosCredited)), "promosRefused": .int(Int64(promosRefused)),
             "duplicateRegistrations": .int(Int64(duplicateRegistrations)), "memberMerges": .int(Int64(memberMerges)),
+            "lookups": .int(Int64(lookups)), "lookupsFound": .int(Int64(lookupsFound)),
             "healConvergenceMs": .array(healConvergence.map { .int(Int64($0)) }),
         ])
     }

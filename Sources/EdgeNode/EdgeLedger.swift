@@ -527,10 +527,15 @@ public struct EdgeLedger: Sendable {
     }
 
     /// Applies entries of other nodes from the hub's feed; duplicates are skipped, a gap in
-    /// any origin's log is refused (the writer rolls the whole batch back). Returns the
-    /// remote clock stamps this node's clock refused to follow (too far in the future).
+    /// any origin's log is refused (the writer rolls the whole batch back). A partner-group
+    /// feed (`snapshots` set) brings the members who joined the store's group first, and
+    /// skips the entries of other groups' members, so an origin's numbers may jump there.
+    /// Returns the remote clock stamps this node's clock refused to follow (too far ahead).
     @discardableResult
-    public func applyFeed(_ db: any SQLDatabase, _ entries: [FeedEntry], upTo: UInt64) throws -> [ClockError] {
+    public func applyFeed(
+        _ db: any SQLDatabase, _ entries: [FeedEntry], upTo: UInt64, snapshots: [MemberSnapshot]? = nil
+    ) throws -> [ClockError] {
+        if let snapshots { try applySnapshots(db, snapshots) }
         var clockErrors: [ClockError] = []
         var highs: [NodeID: UInt64] = [:]
         for feed in entries {
@@ -547,7 +552,7 @@ public struct EdgeLedger: Sendable {
                         [.int(Int(entry.origin.rawValue))]) ?? 0)
             }
             if entry.sequence <= high { continue }
-            guard entry.sequence == high + 1 else {
+            guard entry.sequence == high + 1 || snapshots != nil else {
                 throw EntryError.gap(origin: entry.origin, expected: high + 1, got: entry.sequence)
             }
             highs[entry.origin] = entry.sequence
@@ -598,6 +603,21 @@ public struct EdgeLedger: Sendable {
         }
         if upTo > (try meta(db, .feedWatermark)) { try setMeta(db, .feedWatermark, upTo) }
         return clockErrors
+    }
+
+    /// Members as the hub holds them (a partner-group feed's newcomers, or a member the hub
+    /// found for this store): the registration, the record it was merged into, and the
+    /// counter slots, raised only where the hub knows more.
+    public func applySnapshots(_ db: any SQLDatabase, _ snapshots: [MemberSnapshot]) throws {
+        for snapshot in snapshots {
+            try applyMember(db, snapshot.record)
+            if let survivor = snapshot.mergedInto {
+                try db.run(
+                    "UPDATE members SET merged_into = ? WHERE id = ? AND merged_into IS NULL",
+                    [.uint(survivor.rawValue), .uint(snapshot.record.id.rawValue)])
+            }
+            try applyEffects(db, snapshot.slots)
+        }
     }
 
     /// What the store reports to the hub about itself: cheap reads only (no member count),

@@ -31,8 +31,10 @@ public struct PosError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     // Loyalty errors (documented in docs/pos-api.md).
+    /// The code of `unknownMember`.
+    public static let unknownMemberCode = 1001
     public static func unknownMember(_ what: String) -> PosError {
-        PosError(code: 1001, message: "no member with \(what) is known at this store")
+        PosError(code: unknownMemberCode, message: "no member with \(what) is known at this store")
     }
     public static func invalidCard(_ detail: String) -> PosError { PosError(code: 1002, message: detail) }
     /// The code of `insufficientPoints`: a redemption refused for lack of points or rights.

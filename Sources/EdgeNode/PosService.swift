@@ -47,14 +47,15 @@ final class PosService {
             return
         }
         let ledger = self.ledger
-        writer.submit({ db in try ledger.identify(db, card: card.digits, phone: nil).json }) { result in
+        let answer: Completion = { result in
             switch result {
             case .success(let member): notify(Self.notification("scan.identified", lane: lane, ["member": member]))
-            case .failure(let error as PosError):
-                notify(Self.notification("scan.refused", lane: lane, ["error": Self.errorBody(error)]))
             case .failure(let error):
-                notify(Self.notification("scan.refused", lane: lane, ["error": Self.errorBody(.storage("\(error)"))]))
+                notify(Self.notification("scan.refused", lane: lane, ["error": Self.errorBody(error)]))
             }
+        }
+        withLookup(card: card.digits, phone: nil, answer) { [self] done in
+            run(done) { db in try ledger.identify(db, card: card.digits, phone: nil).json }
         }
     }
 
@@ -144,7 +145,9 @@ final class PosService {
                     }
                 }
                 let phone = try Params.optionalString(params, "phone")
-                run(done) { [ledger, card] db in try ledger.identify(db, card: card, phone: phone).json }
+                withLookup(card: card, phone: phone, done) { [self, card] done in
+                    run(done) { [ledger] db in try ledger.identify(db, card: card, phone: phone).json }
+                }
             case "member.register":
                 let card = try Params.string(params, "card")
                 let phone = try Params.optionalString(params, "phone")
@@ -154,24 +157,32 @@ final class PosService {
                 }
             case "account.balance":
                 let card = try Params.string(params, "card")
-                run(done) { [ledger] db in try ledger.identify(db, card: card, phone: nil).json }
+                withLookup(card: card, phone: nil, done) { [self] done in
+                    run(done) { [ledger] db in try ledger.identify(db, card: card, phone: nil).json }
+                }
             case "checkout.purchase":
-                purchase(try Params.purchase(params), grant: [], hubRounds: 2) { [uplink] result in
+                let request = try Params.purchase(params)
+                let counted: Completion = { [uplink] result in
                     if case .failure(let error) = result, error.code == PosError.insufficientPointsCode {
                         uplink.redemptionsRefused += 1
                     }
                     done(result)
+                }
+                withLookup(card: request.card, phone: nil, counted) { [self] done in
+                    purchase(request, grant: [], hubRounds: 2, done)
                 }
             case "checkout.quote":
                 let card = try Params.string(params, "card")
                 let amount = try Params.amount(params, "amount")
                 let redeem = try Params.amount(params, "redeem", default: 0)
                 let connectivity = uplink.connectivity
-                run(done) { [ledger] db in
-                    try ledger.quote(
-                        db, card: card, amountMinor: amount, redeemPoints: redeem, connectivity: connectivity
-                    )
-                    .json
+                withLookup(card: card, phone: nil, done) { [self] done in
+                    run(done) { [ledger] db in
+                        try ledger.quote(
+                            db, card: card, amountMinor: amount, redeemPoints: redeem, connectivity: connectivity
+                        )
+                        .json
+                    }
                 }
             case "checkout.refund":
                 let request = try Params.refund(params)
@@ -182,7 +193,7 @@ final class PosService {
                 let card = try Params.string(params, "card")
                 let code = try Params.string(params, "code")
                 guard uplink.online else { throw PosError.hubUnreachable("activating a promo code") }
-                activatePromo(card: card, code: code, done)
+                withLookup(card: card, phone: nil, done) { [self] done in activatePromo(card: card, code: code, done) }
             default:
                 throw PosError.methodNotFound(method)
             }
@@ -190,6 +201,40 @@ final class PosService {
             done(.failure(error))
         } catch {
             done(.failure(.invalidParams("\(error)")))
+        }
+    }
+
+    /// Runs `attempt`; when it finds no such member here and the hub can be asked, fetches
+    /// the member from the hub (a partner-group store holds only its group's members, and
+    /// any store may be behind the feed), applies what the hub holds and tries once more.
+    /// Offline, or when the hub knows nobody either, the first answer stands.
+    private func withLookup(
+        card: String?, phone: String?, _ done: @escaping Completion, _ attempt: @escaping (@escaping Completion) -> Void
+    ) {
+        attempt { [self] result in
+            guard case .failure(let error) = result, error.code == PosError.unknownMemberCode,
+                uplink.canLookUpMembers
+            else {
+                done(result)
+                return
+            }
+            let digits = card.map { (try? CardNumber($0))?.digits ?? $0 } ?? ""
+            let hashes = phone.flatMap { try? ledger.phoneHashes($0) } ?? []
+            uplink.lookupMember(card: digits, phoneHashes: hashes) { [self] found in
+                guard case .success(let snapshots) = found, !snapshots.isEmpty else {
+                    done(result)
+                    return
+                }
+                let ledger = self.ledger
+                writer.submit({ db in try ledger.applySnapshots(db, snapshots) }) { [logger] applied in
+                    if case .failure(let error) = applied {
+                        logger.error("cannot store a member from the hub", metadata: ["error": "\(error)"])
+                        done(.failure(.storage("\(error)")))
+                        return
+                    }
+                    attempt(done)
+                }
+            }
         }
     }
 

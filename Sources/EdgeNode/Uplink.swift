@@ -37,6 +37,7 @@ final class Uplink {
     private var stopped = false
     private var rightsCompletions: [UInt32: (Result<[SlotWrite], PosError>) -> Void] = [:]
     private var promoCompletions: [UInt32: (Result<(points: UInt64, writes: [SlotWrite]), PosError>) -> Void] = [:]
+    private var lookupCompletions: [UInt32: (Result<[MemberSnapshot], PosError>) -> Void] = [:]
 
     /// When the session last heard from the hub, and since when it is down (loop milliseconds).
     private(set) var lastContact: UInt64?
@@ -150,6 +151,19 @@ final class Uplink {
     ) {
         let (id, actions) = session.requestPromo(member: member, code: code, now: loop.nowMilliseconds)
         promoCompletions[id] = completion
+        execute(actions)
+    }
+
+    /// Whether the hub can be asked for a member this replica does not hold.
+    var canLookUpMembers: Bool { online && session.hubWireMinor >= 3 }
+
+    /// Asks the hub for a member by card or phone (keyed hashes); completes with what the
+    /// hub holds (empty: nobody), or an error when the hub is unreachable or silent.
+    func lookupMember(
+        card: String, phoneHashes: [[UInt8]], _ completion: @escaping (Result<[MemberSnapshot], PosError>) -> Void
+    ) {
+        let (id, actions) = session.requestMember(card: card, phoneHashes: phoneHashes, now: loop.nowMilliseconds)
+        lookupCompletions[id] = completion
         execute(actions)
     }
 
@@ -276,9 +290,10 @@ final class Uplink {
                         logger.error("cannot record the hub's ack", metadata: ["error": "\(error)"])
                     }
                 }
-            case .applyChanges(let entries, let upTo, let more):
+            case .applyChanges(let entries, let upTo, let more, let snapshots):
                 let ledger = self.ledger
-                writer.submit({ db in try ledger.applyFeed(db, entries, upTo: upTo) }) { [unowned self] result in
+                writer.submit({ db in try ledger.applyFeed(db, entries, upTo: upTo, snapshots: snapshots) }) {
+                    [unowned self] result in
                     let now = self.loop.nowMilliseconds
                     switch result {
                     case .success(let clockErrors):
@@ -298,6 +313,10 @@ final class Uplink {
                     .failure(.hubUnreachable("redeeming points held elsewhere (\(reason))")))
                 promoCompletions.removeValue(forKey: id)?(
                     .failure(.hubUnreachable("activating a promo code (\(reason))")))
+                lookupCompletions.removeValue(forKey: id)?(
+                    .failure(.hubUnreachable("looking up a member this store does not hold (\(reason))")))
+            case .memberFound(let id, let snapshots):
+                lookupCompletions.removeValue(forKey: id)?(.success(snapshots))
             case .promoResolved(let id, let points, let writes, let refusal):
                 if let refusal {
                     promoCompletions.removeValue(forKey: id)?(.failure(.promoRefused(refusal)))

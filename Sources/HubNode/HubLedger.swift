@@ -37,6 +37,8 @@ public struct HubLedger: Sendable {
     public var now: @Sendable () -> UInt64 = wallClockMilliseconds
     /// Rights placement days; nil takes them from the rules in force (the simulator sets them).
     public var placementDays: UInt64?
+    /// The feed scope; nil takes it from the rules in force (the simulator sets it).
+    public var feedScope: FeedScope?
 
     public init() {}
 
@@ -78,6 +80,7 @@ public struct HubLedger: Sendable {
         memberColumnMigration,
         visitsMigration(integer: "INTEGER"),
         mergesMigration(integer: "INTEGER", blob: "BLOB"),
+        scopeMigration(integer: "INTEGER", phoneIndex: true),
     ])
 
     /// Members merged into another record of the same person, and the audit of each merge.
@@ -169,6 +172,7 @@ public struct HubLedger: Sendable {
                 """),
         visitsMigration(integer: "BIGINT"),
         mergesMigration(integer: "BIGINT", blob: "BYTEA"),
+        scopeMigration(integer: "BIGINT", phoneIndex: false),
     ])
 
     /// Opens (creating if needed) and migrates the hub database.
@@ -244,7 +248,7 @@ public struct HubLedger: Sendable {
                 ?? 0)
     }
 
-    private func nextFeedSequence(_ db: any SQLDatabase) throws -> UInt64 {
+    func nextFeedSequence(_ db: any SQLDatabase) throws -> UInt64 {
         UInt64(try db.scalar("SELECT COALESCE(MAX(feed_seq), 0) FROM entries") ?? 0) + 1
     }
 
@@ -257,6 +261,7 @@ public struct HubLedger: Sendable {
         // Feed places are taken once per push, then counted on: the caller's transaction
         // holds the write lock, so nobody else numbers entries meanwhile.
         var feed = try nextFeedSequence(db)
+        let firstFeed = feed
         var accepted: [(LogEntry, UInt64)] = []
         for entry in entries {
             guard entry.origin == store else {
@@ -274,8 +279,12 @@ public struct HubLedger: Sendable {
         try insert(db, accepted)
         if let latest = accepted.map(\.0.timestamp).max() { try observe(db, latest) }
         let merged = accepted.map(\.0)
+        let rules = merged.isEmpty ? nil : try currentRules(db)
+        if (feedScope ?? rules?.feedScope)?.byPartnerGroup == true {
+            try recordScope(db, store: store, entries: merged, firstFeed: firstFeed)
+        }
         try mergeMembers(db, after: merged)
-        try place(db, after: merged)
+        try place(db, after: merged, days: placementDays ?? rules?.placementDays ?? 0)
         return high
     }
 
@@ -285,20 +294,12 @@ public struct HubLedger: Sendable {
         return try? RulesDocument(decoding: Array(latest.document[64...]))
     }
 
-    /// The rights placement days in force (0: off).
-    func currentPlacementDays(_ db: any SQLDatabase) throws -> UInt64 {
-        if let placementDays { return placementDays }
-        return try currentRules(db)?.placementDays ?? 0
-    }
-
     /// Rights placement after a merge: records the members' latest purchases, then moves the
     /// rights the hub holds for each member the push touched to the store where that member
     /// last shopped, if that was within the placement days. The store keeps them there
     /// (see `EdgeLedger.preparePush`) until the member shops elsewhere or the days pass.
-    func place(_ db: any SQLDatabase, after entries: [LogEntry]) throws {
-        guard !entries.isEmpty else { return }
-        let days = try currentPlacementDays(db)
-        guard days > 0 else { return }
+    func place(_ db: any SQLDatabase, after entries: [LogEntry], days: UInt64) throws {
+        guard !entries.isEmpty, days > 0 else { return }
         var latest: [MemberID: (store: NodeID, at: UInt64)] = [:]
         var touched = Set<MemberID>()
         for entry in entries {
@@ -354,7 +355,21 @@ public struct HubLedger: Sendable {
     }
 
     /// The feed after `after`, without the asking store's own entries. `upTo` covers every
-    /// entry scanned, so the store's watermark moves past its own entries too.
+    /// entry scanned, so the store's watermark moves past its own entries too. A store that
+    /// reads partner-group feeds (`scopable`) gets its group's when the rules say so, with
+    /// `snapshots` set; otherwise the whole feed and nil.
+    public func feed(_ db: any SQLDatabase, after: UInt64, limit: Int, excluding store: NodeID, scopable: Bool)
+        throws -> (entries: [FeedEntry], upTo: UInt64, more: Bool, snapshots: [MemberSnapshot]?)
+    {
+        if scopable, let scope = try feedScope ?? currentRules(db)?.feedScope, scope.byPartnerGroup {
+            let feed = try scopedFeed(db, after: after, limit: limit, store: store, scope: scope)
+            return (feed.entries, feed.upTo, feed.more, feed.snapshots)
+        }
+        let whole = try feed(db, after: after, limit: limit, excluding: store)
+        return (whole.entries, whole.upTo, whole.more, nil)
+    }
+
+    /// The whole feed after `after`, without the asking store's own entries.
     public func feed(_ db: any SQLDatabase, after: UInt64, limit: Int, excluding store: NodeID) throws -> (
         entries: [FeedEntry], upTo: UInt64, more: Bool
     ) {

@@ -234,6 +234,7 @@ final class StoreSession {
             case .deliver(let plaintext):
                 guard var session else { return }
                 if counted { status.seen(session.store, name: storeName) }
+                if let minor = SyncMessage.minorVersion(of: plaintext) { session.storeWireMinor = minor }
                 do {
                     let actions = session.received(try SyncMessage(decoding: plaintext))
                     self.session = session
@@ -282,12 +283,24 @@ final class StoreSession {
                     case .failure(let error): self?.step { $0.failed("\(error)") }
                     }
                 }
-            case .loadFeed(let after, let limit, let excluding):
-                writer.submit({ db in try ledger.feed(db, after: after, limit: limit, excluding: excluding) }) {
-                    [weak self] result in
+            case .loadFeed(let after, let limit, let excluding, let scopable):
+                writer.submit({ db in
+                    try ledger.feed(db, after: after, limit: limit, excluding: excluding, scopable: scopable)
+                }) { [weak self] result in
                     switch result {
                     case .success(let feed):
-                        self?.step { $0.feedLoaded(feed.entries, upTo: feed.upTo, more: feed.more) }
+                        self?.step {
+                            $0.feedLoaded(feed.entries, upTo: feed.upTo, more: feed.more, snapshots: feed.snapshots)
+                        }
+                    case .failure(let error): self?.step { $0.failed("\(error)") }
+                    }
+                }
+            case .lookupMember(let requestID, let card, let hashes):
+                writer.submit({ db in try ledger.lookupMember(db, card: card, phoneHashes: hashes, for: store) }) {
+                    [weak self] result in
+                    switch result {
+                    case .success(let snapshots):
+                        self?.step { $0.memberLookedUp(requestID: requestID, snapshots: snapshots) }
                     case .failure(let error): self?.step { $0.failed("\(error)") }
                     }
                 }

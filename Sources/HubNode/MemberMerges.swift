@@ -48,6 +48,9 @@ extension HubLedger {
                     .uint(merged.rawValue), .uint(survivor.rawValue), .uint(now()),
                     .uint(try welcomeBonusPaid(db, to: merged)),
                 ])
+            // Stores holding either record hold both from the audit entry on.
+            try unionScope(
+                db, survivor, merged, from: try nextFeedSequence(db))
             // The audit entry, which carries the merge to every store, and the first move.
             try moveMergedPoints(db, merged: merged, survivor: survivor, always: true)
             touched.remove(merged)

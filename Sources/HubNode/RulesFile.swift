@@ -20,6 +20,10 @@ import TOMLKit
 /// referral = 3000
 /// [placement]          # stores keep the rights of members who last shopped there
 /// days = 30            # within this many days (0: every store hands rights to the hub)
+/// [feed]               # which members' changes each store receives
+/// scope = "partner-group"   # or "all" (the default): every member at every store
+/// [feed.groups]        # partners whose stores share their members; any other partner
+/// north = ["grocer", "fuel"]  # is a group of its own
 /// ```
 public struct RulesFile: Decodable, Sendable {
     public struct Partner: Decodable, Sendable {
@@ -50,6 +54,23 @@ public struct RulesFile: Decodable, Sendable {
     public var bonuses: Bonuses?
     public var tiers: Tiers?
     public var placement: Placement?
+    public var feed: Feed?
+
+    /// `[feed]`: `scope` is "all" (every store holds every member) or "partner-group" (a
+    /// store holds the members its partner group serves and fetches others from the hub);
+    /// `[feed.groups]` names groups of partners.
+    public struct Feed: Decodable, Sendable {
+        public var scope: String?
+        public var groups: [String: [String]]?
+
+        func feedScope() throws -> FeedScope {
+            switch scope ?? "all" {
+            case "all": return FeedScope(byPartnerGroup: false, groups: groups ?? [:])
+            case "partner-group": return FeedScope(byPartnerGroup: true, groups: groups ?? [:])
+            case let other: throw HubError("[feed] scope must be \"all\" or \"partner-group\" (got \"\(other)\")")
+            }
+        }
+    }
 
     /// `[placement]`: `days` a store keeps the redemption rights of members whose latest
     /// purchase was there (and the hub places its own rights for them there); 0 turns it off.
@@ -89,7 +110,7 @@ public struct RulesFile: Decodable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case `default`, partners, offline, bonuses, campaigns, tiers, placement
+        case `default`, partners, offline, bonuses, campaigns, tiers, placement, feed
         case timeZoneOffsetMinutes = "time_zone_offset_minutes"
     }
 
@@ -131,6 +152,7 @@ public struct RulesFile: Decodable, Sendable {
             timeZoneOffsetMinutes: timeZoneOffsetMinutes ?? 0, campaigns: try parsedCampaigns(),
             vipThresholdMinor: tiers?.vipThreshold ?? 0, vipMultiplierPercent: tiers?.vipMultiplierPercent ?? 100)
         document.placementDays = placement?.days ?? 0
+        document.feedScope = try feed?.feedScope() ?? .all
         return document
     }
 }
@@ -139,21 +161,27 @@ extension HubLedger {
     /// Signs and stores the next version of the rules. The phone key is made once, at the
     /// first publication, and carried into every later version.
     public func publishRules(_ db: any SQLDatabase, _ file: RulesFile, hub: SigningKeyPair) throws -> RulesDocument {
-        var phoneKey: [UInt8]
-        var version: UInt64 = 1
-        if let latest = try latestRules(db, newerThan: 0) {
-            let previous = try RulesDocument.verify(latest.document, hubKey: hub.publicKey)
-            phoneKey = previous.phoneKey
-            version = latest.version + 1
-        } else {
-            phoneKey = Sodium.randomBytes(32)
+        try db.transaction {
+            var phoneKey: [UInt8]
+            var version: UInt64 = 1
+            var scoped = false
+            if let latest = try latestRules(db, newerThan: 0) {
+                let previous = try RulesDocument.verify(latest.document, hubKey: hub.publicKey)
+                phoneKey = previous.phoneKey
+                version = latest.version + 1
+                scoped = previous.feedScope.byPartnerGroup
+            } else {
+                phoneKey = Sodium.randomBytes(32)
+            }
+            defer { Sodium.zero(&phoneKey) }
+            let document = try file.document(version: version, issuedAt: wallClockMilliseconds(), phoneKey: phoneKey)
+            do throws(RulesDocument.Failure) { try document.validate() } catch { throw HubError(error.description) }
+            try db.run(
+                "INSERT INTO rules(version, document, published_ms) VALUES(?, ?, ?)",
+                [.uint(version), .blob(document.signed(by: hub)), .uint(document.issuedAtMilliseconds)])
+            // Partner-group feeds start from what every store holds now: the whole feed.
+            if document.feedScope.byPartnerGroup && !scoped { try startScoping(db) }
+            return document
         }
-        defer { Sodium.zero(&phoneKey) }
-        let document = try file.document(version: version, issuedAt: wallClockMilliseconds(), phoneKey: phoneKey)
-        do { try document.validate() } catch { throw HubError(error.description) }
-        try db.run(
-            "INSERT INTO rules(version, document, published_ms) VALUES(?, ?, ?)",
-            [.uint(version), .blob(document.signed(by: hub)), .uint(document.issuedAtMilliseconds)])
-        return document
     }
 }

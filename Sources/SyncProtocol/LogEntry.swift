@@ -199,11 +199,7 @@ extension LogEntry {
         switch operation {
         case .registerMember(let record):
             writer.write(UInt8(1))
-            writer.write(record.id.rawValue)
-            writer.writeString(record.card)
-            writer.writeBytes(record.phoneHash)
-            writer.write(record.referrer?.rawValue ?? 0)
-            writer.write(record.registeredAt.rawValue)
+            record.encode(into: &writer)
         case .purchase(let purchase):
             writer.write(UInt8(2))
             writer.write(purchase.member.rawValue)
@@ -250,14 +246,7 @@ extension LogEntry {
             writer.write(merge.reversed)
         }
         writer.write(UInt32(effects.count))
-        for effect in effects {
-            writer.write(effect.member.rawValue)
-            writer.write(effect.account.rawValue)
-            writer.write(effect.slot.kind.rawValue)
-            writer.write(effect.slot.from.rawValue)
-            writer.write(effect.slot.to.rawValue)
-            writer.write(effect.value)
-        }
+        for effect in effects { effect.encode(into: &writer) }
     }
 
     public static func decode(from reader: inout ByteReader) throws(WireError) -> LogEntry {
@@ -268,16 +257,7 @@ extension LogEntry {
         let operation: Operation
         switch try reader.readUInt8() {
         case 1:
-            let id = MemberID(rawValue: try reader.readUInt64())
-            let card = try reader.readString(field: "card", limit: maxTextBytes)
-            let phoneHash = try reader.readBytes(field: "phone hash", limit: 64)
-            let referrer = try reader.readUInt64()
-            let registeredAt = HLCTimestamp(rawValue: try reader.readUInt64())
-            operation = .registerMember(
-                MemberRecord(
-                    id: id, card: card, phoneHash: phoneHash,
-                    referrer: referrer == 0 ? nil : MemberID(rawValue: referrer),
-                    registeredAt: registeredAt))
+            operation = .registerMember(try MemberRecord.decode(from: &reader))
         case 2:
             let member = MemberID(rawValue: try reader.readUInt64())
             let lane = try reader.readString(field: "lane", limit: maxTextBytes)
@@ -325,26 +305,13 @@ extension LogEntry {
         let count = try reader.readCount(field: "effects", limit: maxEffects)
         var effects: [SlotWrite] = []
         effects.reserveCapacity(count)
-        for _ in 0..<count {
-            let member = MemberID(rawValue: try reader.readUInt64())
-            let account = try decodeAccount(&reader)
-            let kindTag = try reader.readUInt8()
-            guard let kind = SlotKind(rawValue: kindTag) else {
-                throw .unknownTag(field: "slot kind", value: UInt64(kindTag))
-            }
-            let from = NodeID(try reader.readUInt32())
-            let to = NodeID(try reader.readUInt32())
-            let value = try reader.readUInt64()
-            effects.append(
-                SlotWrite(member: member, account: account, slot: SlotKey(kind: kind, from: from, to: to), value: value)
-            )
-        }
+        for _ in 0..<count { effects.append(try SlotWrite.decode(from: &reader)) }
         return LogEntry(
             origin: origin, sequence: sequence, timestamp: timestamp, idempotencyKey: key, operation: operation,
             effects: effects)
     }
 
-    private static func decodeAccount(_ reader: inout ByteReader) throws(WireError) -> Account {
+    static func decodeAccount(_ reader: inout ByteReader) throws(WireError) -> Account {
         let tag = try reader.readUInt8()
         guard let account = Account(rawValue: tag) else { throw .unknownTag(field: "account", value: UInt64(tag)) }
         return account
@@ -361,5 +328,50 @@ extension LogEntry {
         var reader = ByteReader(bytes)
         self = try LogEntry.decode(from: &reader)
         try reader.expectEnd()
+    }
+}
+
+extension MemberRecord {
+    func encode(into writer: inout ByteWriter) {
+        writer.write(id.rawValue)
+        writer.writeString(card)
+        writer.writeBytes(phoneHash)
+        writer.write(referrer?.rawValue ?? 0)
+        writer.write(registeredAt.rawValue)
+    }
+
+    static func decode(from reader: inout ByteReader) throws(WireError) -> MemberRecord {
+        let id = MemberID(rawValue: try reader.readUInt64())
+        let card = try reader.readString(field: "card", limit: LogEntry.maxTextBytes)
+        let phoneHash = try reader.readBytes(field: "phone hash", limit: 64)
+        let referrer = try reader.readUInt64()
+        return MemberRecord(
+            id: id, card: card, phoneHash: phoneHash, referrer: referrer == 0 ? nil : MemberID(rawValue: referrer),
+            registeredAt: HLCTimestamp(rawValue: try reader.readUInt64()))
+    }
+}
+
+extension SlotWrite {
+    func encode(into writer: inout ByteWriter) {
+        writer.write(member.rawValue)
+        writer.write(account.rawValue)
+        writer.write(slot.kind.rawValue)
+        writer.write(slot.from.rawValue)
+        writer.write(slot.to.rawValue)
+        writer.write(value)
+    }
+
+    static func decode(from reader: inout ByteReader) throws(WireError) -> SlotWrite {
+        let member = MemberID(rawValue: try reader.readUInt64())
+        let account = try LogEntry.decodeAccount(&reader)
+        let kindTag = try reader.readUInt8()
+        guard let kind = SlotKind(rawValue: kindTag) else {
+            throw .unknownTag(field: "slot kind", value: UInt64(kindTag))
+        }
+        let from = NodeID(try reader.readUInt32())
+        let to = NodeID(try reader.readUInt32())
+        return SlotWrite(
+            member: member, account: account, slot: SlotKey(kind: kind, from: from, to: to),
+            value: try reader.readUInt64())
     }
 }

@@ -29,6 +29,9 @@ public struct RulesDocument: Sendable, Equatable {
     /// store hands rights back to the hub at its next sync, which serves online redemptions
     /// anywhere best. Written only when set, so documents without it keep their bytes.
     public var placementDays: UInt64 = 0
+    /// Which members' changes each store receives (the whole feed by default). Written only
+    /// when partner groups are set, after `placementDays`.
+    public var feedScope = FeedScope.all
 
     public init(
         version: UInt64, issuedAtMilliseconds: UInt64, phoneKey: [UInt8], defaultPartner: PartnerRules = PartnerRules(),
@@ -74,6 +77,7 @@ public struct RulesDocument: Sendable, Equatable {
         }
         guard abs(Int(timeZoneOffsetMinutes)) <= 14 * 60 else { throw .invalid("time zone offset beyond ±14 h") }
         guard placementDays <= 365 else { throw .invalid("rights placement for more than 365 days") }
+        try feedScope.validate()
         guard vipMultiplierPercent >= 100, vipMultiplierPercent <= 10_000 else {
             throw .invalid("VIP multiplier must be 100–10000 %")
         }
@@ -140,7 +144,8 @@ public struct RulesDocument: Sendable, Equatable {
         }
         writer.write(vipThresholdMinor)
         writer.write(vipMultiplierPercent)
-        if placementDays > 0 { writer.write(placementDays) }
+        if placementDays > 0 || feedScope != .all { writer.write(placementDays) }
+        if feedScope != .all { feedScope.encode(into: &writer) }
         return writer.bytes
     }
 
@@ -181,6 +186,7 @@ public struct RulesDocument: Sendable, Equatable {
             vipThresholdMinor = try reader.readUInt64()
             vipMultiplierPercent = try reader.readUInt64()
             if reader.remaining > 0 { placementDays = try reader.readUInt64() }
+            if reader.remaining > 0 { feedScope = try FeedScope.decode(from: &reader) }
             try reader.expectEnd()
         } catch {
             throw .malformed(error.description)

@@ -8,7 +8,10 @@ public enum WireVersion {
     /// 1.1 added `telemetry`; a store sends it only to a hub whose messages say 1.1 or later.
     /// 1.2 added the `memberMerge` log operation, which a hub writes into the feed when it
     /// merges two records of one person: stores are upgraded before the hub.
-    public static let minor: UInt8 = 2
+    /// 1.3 added partner-group feeds: `changes` may end with the member snapshots of a scoped
+    /// feed, and `memberLookup`/`memberFound` fetch a member the store does not hold; a hub
+    /// sends either only to a store whose messages say 1.3 or later.
+    public static let minor: UInt8 = 3
     /// The largest encoded message (the channel's frame limit).
     public static let maxMessageBytes = 1 << 20
 }
@@ -73,7 +76,10 @@ public enum SyncMessage: Sendable, Equatable {
     /// Edge → hub: send me the feed after `after`.
     case pull(after: UInt64, limit: UInt32)
     /// Hub → edge: feed entries after the requested watermark; `upTo` is the new watermark.
-    case changes(entries: [FeedEntry], upTo: UInt64, more: Bool)
+    /// `snapshots` is nil for the whole feed; for a partner-group feed (wire 1.3) it holds the
+    /// members who joined the store's group within this batch (their earlier entries are not
+    /// sent), and entries of one origin may skip numbers (other groups' members).
+    case changes(entries: [FeedEntry], upTo: UInt64, more: Bool, snapshots: [MemberSnapshot]? = nil)
     /// Edge → hub: hand me `points` redemption rights for this member's account.
     case rightsRequest(requestID: UInt32, member: MemberID, account: Account, points: UInt64)
     /// Hub → edge: rights granted (possibly fewer than asked), with the hub's move entry.
@@ -88,6 +94,11 @@ public enum SyncMessage: Sendable, Equatable {
     case promoResult(requestID: UInt32, points: UInt64, entry: LogEntry?, refusal: String?)
     /// Edge → hub (wire 1.1): the store's own counters.
     case telemetry(EdgeTelemetry)
+    /// Edge → hub (wire 1.3): a card or phone (keyed hashes, one per phone key in force) the
+    /// store does not know; the hub answers with `memberFound` and serves the member from now on.
+    case memberLookup(requestID: UInt32, card: String, phoneHashes: [[UInt8]])
+    /// Hub → edge (wire 1.3): the member found (and the record it was merged into), or nothing.
+    case memberFound(requestID: UInt32, snapshots: [MemberSnapshot])
 
     /// The minor wire version a peer wrote `bytes` with (nil when too short to say).
     public static func minorVersion(of bytes: [UInt8]) -> UInt8? { bytes.count >= 2 ? bytes[1] : nil }
@@ -95,6 +106,9 @@ public enum SyncMessage: Sendable, Equatable {
     public static let maxRulesBytes = 256 * 1024
 
     public static let maxBatch = 512
+    /// Member snapshots in one `changes` message (a hub sends far fewer, but the members one
+    /// push brought into a group travel together).
+    public static let maxSnapshots = 1024
 
     public var encoded: [UInt8] {
         var writer = ByteWriter(capacity: 256)
@@ -122,7 +136,7 @@ public enum SyncMessage: Sendable, Equatable {
             writer.write(UInt8(5))
             writer.write(after)
             writer.write(limit)
-        case .changes(let entries, let upTo, let more):
+        case .changes(let entries, let upTo, let more, let snapshots):
             writer.write(UInt8(6))
             writer.write(UInt32(entries.count))
             for feed in entries {
@@ -131,6 +145,10 @@ public enum SyncMessage: Sendable, Equatable {
             }
             writer.write(upTo)
             writer.write(more)
+            if let snapshots {
+                writer.write(UInt32(snapshots.count))
+                for snapshot in snapshots { snapshot.encode(into: &writer) }
+            }
         case .rightsRequest(let requestID, let member, let account, let points):
             writer.write(UInt8(7))
             writer.write(requestID)
@@ -171,6 +189,17 @@ public enum SyncMessage: Sendable, Equatable {
             ] {
                 writer.write(value)
             }
+        case .memberLookup(let requestID, let card, let hashes):
+            writer.write(UInt8(14))
+            writer.write(requestID)
+            writer.writeString(card)
+            writer.write(UInt32(hashes.count))
+            for hash in hashes { writer.writeBytes(hash) }
+        case .memberFound(let requestID, let snapshots):
+            writer.write(UInt8(15))
+            writer.write(requestID)
+            writer.write(UInt32(snapshots.count))
+            for snapshot in snapshots { snapshot.encode(into: &writer) }
         }
         return writer.bytes
     }
@@ -212,7 +241,16 @@ public enum SyncMessage: Sendable, Equatable {
                 let feed = try reader.readUInt64()
                 entries.append(FeedEntry(feedSequence: feed, entry: try LogEntry.decode(from: &reader)))
             }
-            self = .changes(entries: entries, upTo: try reader.readUInt64(), more: try reader.readBool())
+            let upTo = try reader.readUInt64()
+            let more = try reader.readBool()
+            var snapshots: [MemberSnapshot]?
+            if reader.remaining > 0 {
+                snapshots = []
+                for _ in 0..<(try reader.readCount(field: "member snapshots", limit: Self.maxSnapshots)) {
+                    snapshots?.append(try MemberSnapshot.decode(from: &reader))
+                }
+            }
+            self = .changes(entries: entries, upTo: upTo, more: more, snapshots: snapshots)
         case 7:
             let requestID = try reader.readUInt32()
             let member = MemberID(rawValue: try reader.readUInt64())
@@ -254,6 +292,21 @@ public enum SyncMessage: Sendable, Equatable {
                     unsyncedOperations: try reader.readUInt64(), writerQueueDepth: try reader.readUInt64(),
                     offlineMilliseconds: try reader.readUInt64(), redemptionsRefused: try reader.readUInt64(),
                     uncoveredPoints: try reader.readUInt64(), uptimeMilliseconds: try reader.readUInt64()))
+        case 14:
+            let requestID = try reader.readUInt32()
+            let card = try reader.readString(field: "card", limit: 64)
+            var hashes: [[UInt8]] = []
+            for _ in 0..<(try reader.readCount(field: "phone hashes", limit: 8)) {
+                hashes.append(try reader.readBytes(field: "phone hash", limit: 64))
+            }
+            self = .memberLookup(requestID: requestID, card: card, phoneHashes: hashes)
+        case 15:
+            let requestID = try reader.readUInt32()
+            var snapshots: [MemberSnapshot] = []
+            for _ in 0..<(try reader.readCount(field: "member snapshots", limit: 8)) {
+                snapshots.append(try MemberSnapshot.decode(from: &reader))
+            }
+            self = .memberFound(requestID: requestID, snapshots: snapshots)
         default:
             throw .unknownTag(field: "message", value: UInt64(tag))
         }

@@ -8,6 +8,8 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A message of another major wire version: the peer's version, then ours.
     case unsupportedVersion(peerMajor: UInt8, peerMinor: UInt8, ourMajor: UInt8, ourMinor: UInt8)
     case frameTooLarge(count: Int, limit: Int)
+    /// A field that decodes but names something it may not (a snapshot slot of another member).
+    case invalidValue(field: String, detail: String)
 
     public var description: String {
         switch self {
@@ -17,6 +19,7 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tooLarge(let field, let count, let limit): return "\(field) too large: \(count) > \(limit)"
         case .invalidText(let field): return "\(field) is not valid UTF-8"
         case .trailingBytes(let count): return "\(count) unexpected bytes after the message"
+        case .invalidValue(let field, let detail): return "invalid \(field): \(detail)"
         case .unsupportedVersion(let peerMajor, let peerMinor, let ourMajor, let ourMinor):
             return "peer speaks wire format \(peerMajor).\(peerMinor), this node speaks \(ourMajor).\(ourMinor); "
                 + "upgrade the older side"

@@ -68,6 +68,24 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         #expect(summary.convergenceMilliseconds <= config.convergenceBoundMilliseconds)
     }
 
+    /// Partner-group feeds under the seed's faults: each store holds its group's members and
+    /// looks the others up at the hub when they shop there; once healed every store holds
+    /// exactly the hub's counters for the members its group serves, and every invariant holds.
+    @Test(arguments: [2, 3, 5] as [UInt64])
+    func everyInvariantHoldsWithPartnerGroupFeeds(seed: UInt64) throws {
+        var config = smallWorld(seed)
+        config.partnerGroups = true
+        let simulation = try Simulation(config)
+        let summary = try simulation.run()
+        #expect(summary.purchasesAcknowledged > 0)
+        #expect(summary.lookups > 0 && summary.lookupsFound > 0)
+        #expect(summary.convergenceMilliseconds <= config.convergenceBoundMilliseconds)
+        // The lone pharmacy-like group holds fewer members than the hub.
+        let hubMembers = try simulation.hubDB.scalar("SELECT COUNT(*) FROM members") ?? 0
+        let partner2 = try simulation.stores[2].db.scalar("SELECT COUNT(*) FROM members") ?? 0
+        #expect(partner2 < hubMembers)
+    }
+
     /// Members registering a second card with the same phone at any store, under the
     /// seed's faults: the hub merges every such pair, and every invariant (conservation with
     /// the merges' moves, rights, no overdraft, convergence) holds.

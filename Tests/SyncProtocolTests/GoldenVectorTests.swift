@@ -3,10 +3,10 @@ import Testing
 
 @testable import SyncProtocol
 
-/// Fixed messages and their exact bytes, kept in Fixtures/wire-v1.2.golden (one `name hex`
+/// Fixed messages and their exact bytes, kept in Fixtures/wire-v1.3.golden (one `name hex`
 /// line each), so a change to the encoding is seen and a second implementation can check
-/// itself. Regenerate deliberately with UPDATE_GOLDEN=1. Fixtures/wire-v1.0.golden and
-/// wire-v1.1.golden hold the messages as those versions wrote them: they must still decode
+/// itself. Regenerate deliberately with UPDATE_GOLDEN=1. Fixtures/wire-v1.0.golden to
+/// wire-v1.2.golden hold the messages as those versions wrote them: they must still decode
 /// (stores and hubs not yet upgraded).
 @Suite struct GoldenVectorTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
@@ -43,6 +43,14 @@ import Testing
                     member: MemberID(origin: NodeID(2), serial: 1), account: .main, slot: .spent(.hub), value: 1_060),
                 SlotWrite(member: member, account: .main, slot: .earned(.hub), value: 60),
             ])
+        let snapshot = MemberSnapshot(
+            record: MemberRecord(
+                id: member, card: "4600000000015", phoneHash: [0xAA, 0xBB], referrer: nil, registeredAt: stamp),
+            mergedInto: MemberID(origin: NodeID(3), serial: 9),
+            slots: [
+                SlotWrite(member: member, account: .main, slot: .earned(NodeID(1)), value: 100),
+                SlotWrite(member: member, account: .main, slot: .moved(NodeID(1), .hub), value: 100),
+            ])
         return [
             ("hello", .hello(version: 1, node: NodeID(2), feedWatermark: 7, rulesVersion: 3)),
             ("welcome", .welcome(version: 1, originHighWater: 3)),
@@ -62,6 +70,14 @@ import Testing
                         unsyncedOperations: 5, writerQueueDepth: 1, offlineMilliseconds: 90_000,
                         redemptionsRefused: 2, uncoveredPoints: 40, uptimeMilliseconds: 3_600_000))
             ),
+            (
+                "scoped-changes",
+                .changes(
+                    entries: [FeedEntry(feedSequence: 12, entry: purchase)], upTo: 14, more: true,
+                    snapshots: [snapshot])
+            ),
+            ("member-lookup", .memberLookup(requestID: 4, card: "4600000000015", phoneHashes: [[0xAA, 0xBB]])),
+            ("member-found", .memberFound(requestID: 4, snapshots: [snapshot])),
         ]
     }
 
@@ -94,7 +110,7 @@ import Testing
         }
     }
 
-    @Test(arguments: [(0, 10), (1, 11)])
+    @Test(arguments: [(0, 10), (1, 11), (2, 12)])
     func messagesWrittenByEarlierMinorVersionsStillDecode(minor: UInt8, count: Int) throws {
         let stored = try String(
             contentsOf: Self.fixtures.appendingPathComponent("wire-v1.\(minor).golden"), encoding: .utf8

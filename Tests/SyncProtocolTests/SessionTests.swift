@@ -106,7 +106,7 @@ private struct Network {
                 let entries = Array(edge.log.filter { $0.sequence > after }.prefix(limit))
                 run(edge: index, edge.session.entriesLoaded(entries, now: now))
             case .recordAck(let upTo): edge.acknowledged = max(edge.acknowledged, upTo)
-            case .applyChanges(let entries, let upTo, let more):
+            case .applyChanges(let entries, let upTo, let more, _):
                 var refused: String?
                 for feed in entries where feed.entry.origin != edge.node {
                     let high = edge.remoteHigh[feed.entry.origin, default: 0]
@@ -127,7 +127,7 @@ private struct Network {
                 edge.replica.apply(writes)
                 edge.granted[id] = writes
             case .rightsFailed(let id, _): edge.failedRights.append(id)
-            case .promoResolved: break
+            case .promoResolved, .memberFound: break
             case .wentOnline: break
             case .applyRules(let version, _): edge.session.rulesApplied(version: version)
             case .close: disconnect(index)
@@ -148,7 +148,7 @@ private struct Network {
                 case .success(let high): next = session.merged(upTo: high)
                 case .failure(let error): next = session.mergeRefused(error.description)
                 }
-            case .loadFeed(let after, let limit, let excluding):
+            case .loadFeed(let after, let limit, let excluding, _):
                 let scanned = Array(hub.feed.filter { $0.feedSequence > after }.prefix(limit))
                 next = session.feedLoaded(
                     scanned.filter { $0.entry.origin != excluding }, upTo: scanned.last?.feedSequence ?? after,
@@ -160,6 +160,7 @@ private struct Network {
             case .loadRules: next = session.rulesLoaded(version: 0, document: nil)
             case .activatePromo(let id, _, _):
                 next = session.promoResolved(requestID: id, points: 0, entry: nil, refusal: "none")
+            case .lookupMember(let id, _, _): next = session.memberLookedUp(requestID: id, snapshots: [])
             case .storeOnline, .recordTelemetry: break
             case .close:
                 hub.sessions[node] = nil

@@ -33,7 +33,11 @@ public struct EdgeSession: Sendable {
         /// Persist that the hub holds the log up to here.
         case recordAck(upTo: UInt64)
         /// Apply these feed entries durably, then call `changesApplied` or `changesRefused`.
-        case applyChanges([FeedEntry], upTo: UInt64, more: Bool)
+        /// With `snapshots` (a partner-group feed) apply those first, and an origin's entries
+        /// may skip numbers.
+        case applyChanges([FeedEntry], upTo: UInt64, more: Bool, snapshots: [MemberSnapshot]?)
+        /// The hub's answer to `requestMember`: apply these snapshots (none: the hub does not know the member).
+        case memberFound(requestID: UInt32, snapshots: [MemberSnapshot])
         case rightsGranted(requestID: UInt32, writes: [SlotWrite])
         /// A promo code was credited (apply `writes`) or refused (`refusal`).
         case promoResolved(requestID: UInt32, points: UInt64, writes: [SlotWrite], refusal: String?)
@@ -149,14 +153,17 @@ public struct EdgeSession: Sendable {
                 actions += startPush()
             }
             return actions
-        case (.online, .changes(let entries, let upTo, let more)):
+        case (.online, .changes(let entries, let upTo, let more, let snapshots)):
             guard pull != .applying else { return [] }  // an answer to an earlier pull; asked again later
             guard upTo > feedWatermark else {
                 if case .inFlight = pull { pull = .idle }
                 return []
             }
             pull = .applying
-            return [.applyChanges(entries, upTo: upTo, more: more)]
+            return [.applyChanges(entries, upTo: upTo, more: more, snapshots: snapshots)]
+        case (.online, .memberFound(let requestID, let snapshots)):
+            guard pendingRights.removeValue(forKey: requestID) != nil else { return [] }
+            return [.memberFound(requestID: requestID, snapshots: snapshots)]
         case (.online, .promoResult(let requestID, let points, let entry, let refusal)):
             guard pendingRights.removeValue(forKey: requestID) != nil else { return [] }
             if let entry {
@@ -261,6 +268,21 @@ public struct EdgeSession: Sendable {
         guard state == .online else { return (id, [.rightsFailed(requestID: id, reason: "hub unreachable")]) }
         pendingRights[id] = now
         return (id, [.send(.promoRequest(requestID: id, member: member, code: code))])
+    }
+
+    /// Asks the hub for a member this replica does not hold (a card or the phone's keyed
+    /// hashes); the answer comes as `memberFound` or `rightsFailed`.
+    public mutating func requestMember(card: String, phoneHashes: [[UInt8]], now: UInt64) -> (
+        requestID: UInt32, actions: [Action]
+    ) {
+        let id = nextRequestID
+        nextRequestID &+= 1
+        guard state == .online else { return (id, [.rightsFailed(requestID: id, reason: "hub unreachable")]) }
+        guard hubWireMinor >= 3 else {
+            return (id, [.rightsFailed(requestID: id, reason: "the hub is too old to look up members (wire 1.3)")])
+        }
+        pendingRights[id] = now
+        return (id, [.send(.memberLookup(requestID: id, card: card, phoneHashes: phoneHashes))])
     }
 
     private mutating func startPush() -> [Action] {

@@ -8,8 +8,13 @@ public struct HubSession: Sendable {
         case loadHighWater(origin: NodeID)
         /// Merge these entries of the store's log durably, then call `merged` or `mergeRefused`.
         case merge([LogEntry])
-        /// Read the feed after `after`, without `excluding`'s own entries, then call `feedLoaded`.
-        case loadFeed(after: UInt64, limit: Int, excluding: NodeID)
+        /// Read the feed after `after`, without `excluding`'s own entries, then call
+        /// `feedLoaded`. `scopable`: the store reads partner-group feeds (wire 1.3), so the
+        /// rules in force decide whether it gets the whole feed or its group's.
+        case loadFeed(after: UInt64, limit: Int, excluding: NodeID, scopable: Bool)
+        /// Find the member by card or phone hash, serve them to this store from now on, then
+        /// call `memberLookedUp`.
+        case lookupMember(requestID: UInt32, card: String, phoneHashes: [[UInt8]])
         /// Move up to `points` of the hub's rights to the store, then call `granted`.
         case grant(requestID: UInt32, member: MemberID, account: Account, points: UInt64)
         /// Credit a promo code to the member, then call `promoResolved`.
@@ -37,6 +42,9 @@ public struct HubSession: Sendable {
     private var pendingRules: (version: UInt64, document: [UInt8])?
 
     public init(store: NodeID) { self.store = store }
+
+    /// The minor wire version of the store's messages (the driver sets it from each frame).
+    public var storeWireMinor: UInt8 = 0
 
     public var isReady: Bool { state == .ready }
 
@@ -69,7 +77,13 @@ public struct HubSession: Sendable {
             }
             return [.merge(entries)]
         case (.ready, .pull(let after, let limit)):
-            return [.loadFeed(after: after, limit: Int(min(limit, UInt32(SyncMessage.maxBatch))), excluding: store)]
+            return [
+                .loadFeed(
+                    after: after, limit: Int(min(limit, UInt32(SyncMessage.maxBatch))), excluding: store,
+                    scopable: storeWireMinor >= 3)
+            ]
+        case (.ready, .memberLookup(let requestID, let card, let hashes)):
+            return [.lookupMember(requestID: requestID, card: card, phoneHashes: hashes)]
         case (.ready, .rightsRequest(let requestID, let member, let account, let points)):
             return [.grant(requestID: requestID, member: member, account: account, points: points)]
         case (.ready, .promoRequest(let requestID, let member, let code)):
@@ -120,8 +134,14 @@ public struct HubSession: Sendable {
         state == .closed ? [] : refuse(.refusedEntry, reason)
     }
 
-    public mutating func feedLoaded(_ entries: [FeedEntry], upTo: UInt64, more: Bool) -> [Action] {
-        state == .ready ? [.send(.changes(entries: entries, upTo: upTo, more: more))] : []
+    public mutating func feedLoaded(
+        _ entries: [FeedEntry], upTo: UInt64, more: Bool, snapshots: [MemberSnapshot]? = nil
+    ) -> [Action] {
+        state == .ready ? [.send(.changes(entries: entries, upTo: upTo, more: more, snapshots: snapshots))] : []
+    }
+
+    public mutating func memberLookedUp(requestID: UInt32, snapshots: [MemberSnapshot]) -> [Action] {
+        state == .ready ? [.send(.memberFound(requestID: requestID, snapshots: snapshots))] : []
     }
 
     public mutating func promoResolved(requestID: UInt32, points: UInt64, entry: LogEntry?, refusal: String?)

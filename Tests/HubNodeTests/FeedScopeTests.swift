@@ -1,0 +1,220 @@
+import EdgeNode
+import Foundation
+import NodeKit
+import SyncProtocol
+import Testing
+
+@testable import HubNode
+
+/// Partner-group feeds: real store ledgers and the hub's, synced by hand. Grocer and fuel
+/// form the group "north"; pharmacy is a group of its own.
+@Suite struct FeedScopeTests {
+    static let scope = FeedScope(byPartnerGroup: true, groups: ["north": ["grocer", "fuel"]])
+    static let card = "4600000000015"
+
+    struct Store {
+        let ledger: EdgeLedger
+        let db: SQLiteConnection
+        var watermark: UInt64 = 0
+        var node: NodeID { ledger.node }
+    }
+
+    /// The hub, with the scope set as the rules would, and four enrolled stores:
+    /// grocer, fuel, pharmacy, pharmacy.
+    func world(_ backend: HubBackend) throws -> (hub: HubLedger, db: any SQLDatabase, stores: [Store]) {
+        let db = try openHub(backend)
+        var hub = HubLedger()
+        hub.feedScope = Self.scope
+        var stores: [Store] = []
+        for (index, partner) in ["grocer", "fuel", "pharmacy", "pharmacy"].enumerated() {
+            let record = try hub.enroll(
+                db, name: "store-\(index + 1)", partner: partner, key: SigningKeyPair.generate().publicKey)
+            var key = [UInt8](repeating: 7, count: 32)
+            let ledger = EdgeLedger(node: record.id, rules: PartnerRules(), phoneKey: SecretBytes(consuming: &key))
+            stores.append(Store(ledger: ledger, db: try EdgeLedger.openInMemory()))
+        }
+        return (hub, db, stores)
+    }
+
+    /// The store pushes what the hub lacks, then pulls its feed to the end.
+    func sync(_ store: inout Store, _ hub: HubLedger, _ hubDB: any SQLDatabase) throws {
+        let high = try hub.originHighWater(hubDB, origin: store.node)
+        let push = try store.db.transaction { try store.ledger.preparePush(store.db, after: high, limit: 10_000) }
+        _ = try hubDB.transaction { try hub.merge(hubDB, from: store.node, entries: push) }
+        try store.db.transaction { try store.ledger.acknowledge(store.db, upTo: push.last?.sequence ?? high) }
+        var more = true
+        while more {
+            let feed = try hub.feed(hubDB, after: store.watermark, limit: 64, excluding: store.node, scopable: true)
+            #expect(feed.snapshots != nil, "a scoped feed")
+            let (ledger, db) = (store.ledger, store.db)
+            _ = try db.transaction {
+                try ledger.applyFeed(db, feed.entries, upTo: feed.upTo, snapshots: feed.snapshots)
+            }
+            store.watermark = feed.upTo
+            more = feed.more
+        }
+    }
+
+    func register(_ store: Store, _ card: String, phone: String? = nil) throws -> MemberView {
+        try store.db.transaction { try store.ledger.register(store.db, card: card, phone: phone, referrer: nil) }
+    }
+
+    func buy(_ store: Store, _ card: String, _ receipt: String) throws -> PurchaseReceipt {
+        let request = PurchaseRequest(card: card, amountMinor: 200_000, redeemPoints: 0, lane: "1", receipt: receipt)
+        guard
+            case .completed(let receipt) = try store.db.transaction({
+                try store.ledger.purchase(store.db, request, connectivity: .online(now: wallClockMilliseconds()))
+            })
+        else { throw HubError("purchase refused") }
+        return receipt
+    }
+
+    func knows(_ store: Store, _ card: String) -> Bool {
+        (try? store.ledger.identify(store.db, card: card, phone: nil)) != nil
+    }
+
+    /// The store's slots equal the hub's for every member the store's group serves.
+    func expectConverged(_ store: Store, _ hub: HubLedger, _ hubDB: any SQLDatabase, partner: String) throws {
+        let partners = Self.scope.partners(inGroupOf: partner)
+        let held = Set(
+            try hubDB.query(
+                "SELECT DISTINCT member FROM member_scope WHERE partner IN ("
+                    + partners.map { _ in "?" }.joined(separator: ", ") + ")", partners.map { .text($0) }
+            ).map { $0.uint(0) })
+        let query = "SELECT member, account, kind, from_node, to_node, value FROM slots ORDER BY 1, 2, 3, 4, 5"
+        let hubSlots = try hubDB.query(query).map { $0.values.map(\.integer) }.filter {
+            held.contains(UInt64(bitPattern: $0[0]))
+        }
+        #expect(try store.db.query(query).map { $0.values.map(\.integer) } == hubSlots, "store \(store.node)")
+    }
+
+    @Test(arguments: HubBackend.available)
+    func aStoreHoldsItsGroupsMembersAndLooksUpTheOthers(backend: HubBackend) throws {
+        var (hub, hubDB, stores) = try world(backend)
+        // A grocer's member, and a pharmacy's.
+        let north = try register(stores[0], Self.card)
+        _ = try buy(stores[0], Self.card, "A-1")
+        let southCard = CardNumber.issued(prefix: "47", serial: 2).digits
+        _ = try register(stores[2], southCard)
+        _ = try buy(stores[2], southCard, "C-1")
+        for _ in 0..<2 { for index in stores.indices { try sync(&stores[index], hub, hubDB) } }
+
+        // Fuel (same group) holds the grocer's member; the pharmacies do not, and vice versa.
+        #expect(knows(stores[1], Self.card))
+        #expect(!knows(stores[2], Self.card) && !knows(stores[3], Self.card))
+        #expect(knows(stores[3], southCard) && !knows(stores[0], southCard) && !knows(stores[1], southCard))
+        // Every store's watermark still reached the end of the feed.
+        let head = UInt64(try hubDB.scalar("SELECT MAX(feed_seq) FROM entries") ?? 0)
+        #expect(stores.allSatisfy { $0.watermark == head })
+
+        // The member shows up at a pharmacy: it asks the hub, which serves the member to the
+        // pharmacies from now on.
+        let found = try hubDB.transaction {
+            try hub.lookupMember(hubDB, card: Self.card, phoneHashes: [], for: stores[2].node)
+        }
+        #expect(found.map(\.record.id) == [north.id])
+        try stores[2].db.transaction { try stores[2].ledger.applySnapshots(stores[2].db, found) }
+        #expect(
+            try stores[2].ledger.identify(stores[2].db, card: Self.card, phone: nil).balance
+                == (try hub.counter(hubDB, member: north.id, account: .main)).balance)
+        _ = try buy(stores[2], Self.card, "C-2")
+        // More of the grocer's entries after the pharmacy's gap in its log.
+        _ = try buy(stores[0], Self.card, "A-2")
+        for index in stores.indices { try sync(&stores[index], hub, hubDB) }
+        for index in stores.indices { try sync(&stores[index], hub, hubDB) }
+
+        // The other pharmacy received the member's snapshot when its watermark passed the
+        // lookup, and both groups see every purchase of the member since.
+        #expect(knows(stores[3], Self.card))
+        let balance = try hub.counter(hubDB, member: north.id, account: .main).balance
+        #expect(balance > 0)
+        for store in stores {
+            #expect(try store.ledger.identify(store.db, card: Self.card, phone: nil).balance == balance)
+        }
+        for (index, partner) in ["grocer", "fuel", "pharmacy", "pharmacy"].enumerated() {
+            try expectConverged(stores[index], hub, hubDB, partner: partner)
+        }
+        // An unknown card is an empty answer, not an error; nothing is recorded for it.
+        let nobody = try hubDB.transaction {
+            try hub.lookupMember(
+                hubDB, card: CardNumber.issued(prefix: "47", serial: 99).digits, phoneHashes: [[1, 2, 3]],
+                for: stores[1].node)
+        }
+        #expect(nobody.isEmpty)
+
+        // With the whole feed (the default) the same hub serves every member to every store.
+        hub.feedScope = .all
+        let whole = try hub.feed(hubDB, after: 0, limit: 512, excluding: stores[3].node, scopable: true)
+        #expect(whole.snapshots == nil)
+        #expect(whole.entries.contains { $0.entry.origin == stores[0].node })
+    }
+
+    @Test(arguments: HubBackend.available)
+    func aMemberFoundByPhoneBringsTheRecordItWasMergedInto(backend: HubBackend) throws {
+        var (hub, hubDB, stores) = try world(backend)
+        // One person registered at the grocer and, offline, again at the pharmacy.
+        let first = try register(stores[0], Self.card, phone: "+491701234567")
+        let secondCard = CardNumber.issued(prefix: "47", serial: 3).digits
+        let second = try register(stores[2], secondCard, phone: "+491701234567")
+        _ = try buy(stores[2], secondCard, "C-1")
+        for _ in 0..<2 { for index in stores.indices { try sync(&stores[index], hub, hubDB) } }
+        let merged = try hub.memberMerges(hubDB)
+        #expect(merged.count == 1 && merged.first?.survivor == first.id && merged.first?.merged == second.id)
+        // The pharmacies now hold the survivor too, and the grocer's group the merged record:
+        // the second card names the survivor everywhere.
+        for store in stores {
+            #expect(try store.ledger.identify(store.db, card: secondCard, phone: nil).id == first.id)
+        }
+        // A store that holds neither finds the person by phone, with both records.
+        var fresh = [UInt8](repeating: 7, count: 32)
+        let phoneHash = PhoneNumber("+491701234567")!.hash(key: SecretBytes(consuming: &fresh))
+        let found = try hubDB.transaction {
+            try hub.lookupMember(hubDB, card: "", phoneHashes: [phoneHash], for: stores[3].node)
+        }
+        #expect(Set(found.map(\.record.id)) == [first.id, second.id])
+        #expect(found.first { $0.record.id == second.id }?.mergedInto == first.id)
+        for (index, partner) in ["grocer", "fuel", "pharmacy", "pharmacy"].enumerated() {
+            try expectConverged(stores[index], hub, hubDB, partner: partner)
+        }
+    }
+
+    @Test(arguments: HubBackend.available)
+    func rulesTurnPartnerGroupsOnForWhatStoresAlreadyHold(backend: HubBackend) throws {
+        let hubDB = try openHub(backend)
+        let hub = HubLedger()
+        let key = SigningKeyPair.generate()
+        let grocer = try hub.enroll(hubDB, name: "g", partner: "grocer", key: SigningKeyPair.generate().publicKey)
+        var k = [UInt8](repeating: 7, count: 32)
+        let ledger = EdgeLedger(node: grocer.id, rules: PartnerRules(), phoneKey: SecretBytes(consuming: &k))
+        let db = try EdgeLedger.openInMemory()
+        let member = try db.transaction { try ledger.register(db, card: Self.card, phone: nil, referrer: nil) }
+        let push = try db.transaction { try ledger.preparePush(db, after: 0, limit: 100) }
+        _ = try hubDB.transaction { try hub.merge(hubDB, from: grocer.id, entries: push) }
+        #expect(try hubDB.scalar("SELECT COUNT(*) FROM member_scope") == 0)
+
+        let document = try hub.publishRules(
+            hubDB,
+            try RulesFile.parse(
+                """
+                [feed]
+                scope = "partner-group"
+                [feed.groups]
+                north = ["grocer", "fuel"]
+                """), hub: key)
+        #expect(document.feedScope == Self.scope)
+        #expect(try RulesDocument(decoding: document.encoded).feedScope == Self.scope)
+        #expect(try hub.currentScope(hubDB) == Self.scope)
+        // Members already known count as held by the partners whose stores wrote about them.
+        let rows = try hubDB.query("SELECT member, partner, since FROM member_scope")
+        #expect(rows.map { [$0.uint(0), $0.uint(2)] } == [[member.id.rawValue, 0]])
+        #expect(rows.first?.text(1) == "grocer")
+
+        #expect(throws: HubError.self) {
+            _ = try RulesFile.parse("[feed]\nscope = \"everyone\"").document(
+                version: 1, issuedAt: 1, phoneKey: Array(repeating: 1, count: 32))
+        }
+        let twoGroups = try RulesFile.parse(
+            "[feed]\nscope = \"partner-group\"\n[feed.groups]\na = [\"x\"]\nb = [\"x\"]")
+        #expect(throws: HubError.self) { _ = try hub.publishRules(hubDB, twoGroups, hub: key) }
+    }
+}

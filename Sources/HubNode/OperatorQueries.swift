@@ -247,6 +247,9 @@ public struct OperatorQueries: Sendable {
                 "timeZoneOffsetMinutes": .int(Int64(document.timeZoneOffsetMinutes)),
                 "campaigns": .int(Int64(document.campaigns.count)),
                 "offlineMaxPointsPerRedemption": .int(Int64(clamping: document.offline.maxPointsPerRedemption)),
+                "placementDays": .int(Int64(clamping: document.placementDays)),
+                "feedScope": .string(document.feedScope.byPartnerGroup ? "partner-group" : "all"),
+                "partnerGroups": .object(document.feedScope.groups.mapValues { .array($0.map { .string($0) }) }),
             ]),
             "versions": .array(versions),
         ])

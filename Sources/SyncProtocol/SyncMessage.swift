@@ -8,9 +8,9 @@ public enum WireVersion {
     /// 1.1 added `telemetry`; a store sends it only to a hub whose messages say 1.1 or later.
     /// 1.2 added the `memberMerge` log operation, which a hub writes into the feed when it
     /// merges two records of one person: stores are upgraded before the hub.
-    /// 1.3 added partner-group feeds: `changes` may end with the member snapshots of a scoped
-    /// feed, and `memberLookup`/`memberFound` fetch a member the store does not hold; a hub
-    /// sends either only to a store whose messages say 1.3 or later.
+    /// 1.3 added partner-group feeds: `changes` with member snapshots (its own message tag),
+    /// and `memberLookup`/`memberFound` to fetch a member the store does not hold; a hub sends
+    /// them only to a store whose messages say 1.3 or later.
     public static let minor: UInt8 = 3
     /// The largest encoded message (the channel's frame limit).
     public static let maxMessageBytes = 1 << 20
@@ -137,7 +137,9 @@ public enum SyncMessage: Sendable, Equatable {
             writer.write(after)
             writer.write(limit)
         case .changes(let entries, let upTo, let more, let snapshots):
-            writer.write(UInt8(6))
+            // A partner-group feed is its own message type (1.3), so no reader can take one
+            // for the whole feed.
+            writer.write(UInt8(snapshots == nil ? 6 : 16))
             writer.write(UInt32(entries.count))
             for feed in entries {
                 writer.write(feed.feedSequence)
@@ -233,7 +235,7 @@ public enum SyncMessage: Sendable, Equatable {
             self = .ack(upTo: try reader.readUInt64())
         case 5:
             self = .pull(after: try reader.readUInt64(), limit: try reader.readUInt32())
-        case 6:
+        case 6, 16:
             let count = try reader.readCount(field: "changes batch", limit: Self.maxBatch)
             var entries: [FeedEntry] = []
             entries.reserveCapacity(count)
@@ -244,7 +246,7 @@ public enum SyncMessage: Sendable, Equatable {
             let upTo = try reader.readUInt64()
             let more = try reader.readBool()
             var snapshots: [MemberSnapshot]?
-            if reader.remaining > 0 {
+            if tag == 16 {
                 snapshots = []
                 for _ in 0..<(try reader.readCount(field: "member snapshots", limit: Self.maxSnapshots)) {
                     snapshots?.append(try MemberSnapshot.decode(from: &reader))

@@ -194,7 +194,8 @@ extension Hub {
         struct Publish: ParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract:
-                    "Sign and publish the next version of a rules file (TOML: [default], [partners.NAME], [offline]).")
+                    "Sign and publish the next version of a rules file (TOML: [default], [partners.NAME], [offline], [bonuses], [tiers], [[campaigns]], [placement], [feed] with [feed.groups])."
+            )
             @OptionGroup var options: DataOption
             @Option(help: "The hub's key file; the signature stores verify.")
             var key: String

@@ -445,4 +445,64 @@ private final class Ledger: @unchecked Sendable {
             }
         }
     }
+
+    @Suite struct PartnerGroupFeedTests {
+        /// Real processes: with partner-group feeds a pharmacy holds none of the grocer's
+        /// members, yet serves one the moment they show up (online), by card or by phone;
+        /// offline it answers that the member is unknown here; the grocer sees the purchase.
+        @Test func aStoreServesAnotherGroupsMemberByAskingTheHub() throws {
+            try withCluster { cluster in
+                try cluster.startHub()
+                _ = try cluster.publishRules(
+                    """
+                    [feed]
+                    scope = "partner-group"
+                    [feed.groups]
+                    north = ["grocer", "fuel"]
+                    """)
+                try cluster.addStore(name: "A", partner: "grocer")
+                try cluster.addStore(name: "B", partner: "fuel")
+                try cluster.addStore(name: "C", partner: "pharmacy")
+                let (a, b, c) = (try cluster.pos("A"), try cluster.pos("B"), try cluster.pos("C"))
+                _ = try a.call("member.register", ["card": "4600000000015", "phone": "+4915112345678"])
+                _ = try a.call("member.register", ["card": "4600000000022", "phone": "+4915112345679"])
+                _ = try a.call(
+                    "checkout.purchase", ["card": "4600000000015", "amount": 100_000, "lane": "1", "receipt": "a1"])
+                try cluster.wait(upTo: 20, for: "the fuel station to hold the grocer's members") {
+                    ((try? b.call("account.balance", ["card": "4600000000015"]))?["balance"]?.intValue ?? 0) > 0
+                        && (try? b.call("member.identify", ["card": "4600000000022"])) != nil
+                }
+                let fuelWatermark = try #require(try b.call("node.status")["feedWatermark"]?.intValue)
+                try cluster.wait(upTo: 20, for: "the pharmacy to read the feed as far") {
+                    (try c.call("node.status")["feedWatermark"]?.intValue ?? 0) >= fuelWatermark
+                }
+                #expect(try c.call("node.status")["members"] == 0, "the grocer's members are not the pharmacy's")
+
+                // The member shops at the pharmacy: it asks the hub and serves them.
+                let balance = try b.call("account.balance", ["card": "4600000000015"])["balance"]
+                let found = try c.call("member.identify", ["card": "4600000000015"])
+                #expect(found["balance"] == balance, "\(found) vs \(String(describing: balance))")
+                #expect(try c.call("node.status")["members"] == 1)
+                let atPharmacy = try c.call(
+                    "checkout.purchase", ["card": "4600000000015", "amount": 100_000, "lane": "1", "receipt": "c1"])
+                try cluster.wait(upTo: 20, for: "the grocer to see the pharmacy's purchase") {
+                    try a.call("account.balance", ["card": "4600000000015"])["balance"]?.intValue
+                        == (balance?.intValue ?? 0) + (atPharmacy["pointsEarned"]?.intValue ?? 0)
+                }
+
+                // Offline, a member the pharmacy does not hold is unknown there, with a clear error.
+                try cluster.cut("C")
+                try cluster.wait(upTo: 15, for: "C offline") { try c.call("node.status")["online"] == .bool(false) }
+                let unknown = try #require(throws: PosError.self) {
+                    _ = try c.call("member.identify", ["phone": "+4915112345679"])
+                }
+                #expect(unknown.code == 1001)
+                // Back online, the same member is found by phone.
+                try cluster.restore("C")
+                try cluster.wait(upTo: 20, for: "C to find the member by phone through the hub") {
+                    (try? c.call("member.identify", ["phone": "+4915112345679"]))?["card"] == "4600000000022"
+                }
+            }
+        }
+    }
 }

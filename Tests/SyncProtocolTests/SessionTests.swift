@@ -339,3 +339,83 @@ private struct Network {
                 == [.promoResolved(requestID: asked.requestID, points: 0, writes: [], refusal: "already used")])
     }
 }
+
+@Suite struct MemberLookupSessionTests {
+    static let snapshot = MemberSnapshot(
+        record: MemberRecord(
+            id: member.member, card: "4600000000015", phoneHash: [], referrer: nil,
+            registeredAt: HLCTimestamp(rawValue: 1)),
+        slots: [SlotWrite(member: member.member, account: .main, slot: .earned(NodeID(2)), value: 50)])
+
+    func online(hubMinor: UInt8) -> EdgeSession {
+        var edge = EdgeSession(
+            configuration: .init(node: NodeID(1), rightsTimeoutMilliseconds: 1_000), feedWatermark: 0)
+        _ = edge.connected()
+        _ = edge.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)
+        edge.hubWireMinor = hubMinor
+        return edge
+    }
+
+    @Test func aLookupTravelsToTheHubAndTheMemberBack() {
+        var hub = HubSession(store: NodeID(1))
+        _ = hub.received(.hello(version: syncProtocolVersion, node: NodeID(1), feedWatermark: 0, rulesVersion: 0))
+        _ = hub.highWaterLoaded(0)
+        var edge = online(hubMinor: WireVersion.minor)
+        let asked = edge.requestMember(card: "4600000000015", phoneHashes: [[1, 2]], now: 0)
+        guard case .send(let request)? = asked.actions.first else {
+            Issue.record("no lookup sent")
+            return
+        }
+        #expect(
+            hub.received(request)
+                == [.lookupMember(requestID: asked.requestID, card: "4600000000015", phoneHashes: [[1, 2]])])
+        guard case .send(let answer)? = hub.memberLookedUp(requestID: asked.requestID, snapshots: [Self.snapshot]).first
+        else {
+            Issue.record("no answer sent")
+            return
+        }
+        #expect(edge.received(answer, now: 1) == [.memberFound(requestID: asked.requestID, snapshots: [Self.snapshot])])
+        // A repeated answer, or one nobody asked for, is ignored.
+        #expect(edge.received(answer, now: 2).isEmpty)
+    }
+
+    @Test func aLookupFailsOfflineWithAnOlderHubAndAfterATimeout() {
+        var offline = EdgeSession(configuration: .init(node: NodeID(1)), feedWatermark: 0)
+        let down = offline.requestMember(card: "4600000000015", phoneHashes: [], now: 0)
+        #expect(down.actions == [.rightsFailed(requestID: down.requestID, reason: "hub unreachable")])
+        var old = online(hubMinor: 2)
+        let refused = old.requestMember(card: "4600000000015", phoneHashes: [], now: 0)
+        guard case .rightsFailed? = refused.actions.first else {
+            Issue.record("a 1.2 hub was asked to look up a member: \(refused.actions)")
+            return
+        }
+        var edge = online(hubMinor: WireVersion.minor)
+        let asked = edge.requestMember(card: "4600000000015", phoneHashes: [], now: 100)
+        #expect(
+            edge.tick(now: 1_200).contains(
+                .rightsFailed(requestID: asked.requestID, reason: "no answer from the hub in time")))
+        #expect(edge.received(.memberFound(requestID: asked.requestID, snapshots: []), now: 1_300).isEmpty)
+    }
+
+    @Test func onlyAStoreSpeakingOneThreeIsOfferedAPartnerGroupFeed() {
+        for (minor, scopable) in [(UInt8(2), false), (WireVersion.minor, true)] {
+            var hub = HubSession(store: NodeID(1))
+            hub.storeWireMinor = minor
+            _ = hub.received(.hello(version: syncProtocolVersion, node: NodeID(1), feedWatermark: 0, rulesVersion: 0))
+            _ = hub.highWaterLoaded(0)
+            #expect(
+                hub.received(.pull(after: 3, limit: 100))
+                    == [.loadFeed(after: 3, limit: 100, excluding: NodeID(1), scopable: scopable)])
+        }
+        // A lookup before the hello is not served.
+        var early = HubSession(store: NodeID(1))
+        #expect(early.received(.memberLookup(requestID: 1, card: "4600000000015", phoneHashes: [])).isEmpty)
+    }
+
+    @Test func aScopedFeedReachesTheDriverWithItsSnapshots() {
+        var edge = online(hubMinor: WireVersion.minor)
+        _ = edge.tick(now: 10)
+        let actions = edge.received(.changes(entries: [], upTo: 9, more: false, snapshots: [Self.snapshot]), now: 11)
+        #expect(actions == [.applyChanges([], upTo: 9, more: false, snapshots: [Self.snapshot])])
+    }
+}

@@ -93,6 +93,52 @@ private func sampleEntries() -> [LogEntry] {
         #expect(throws: WireError.unknownTag(field: "message", value: 200)) { try SyncMessage(decoding: [1, 0, 200]) }
     }
 
+    @Test func memberSnapshotsRoundTripAndRefuseWhatTheyMayNotCarry() throws {
+        let entries = sampleEntries()
+        let snapshot = MemberSnapshot(
+            record: MemberRecord(
+                id: member, card: "4600000000015", phoneHash: [1, 2, 3],
+                referrer: MemberID(origin: NodeID(2), serial: 1),
+                registeredAt: HLCTimestamp(rawValue: 9)),
+            mergedInto: MemberID(origin: NodeID(3), serial: 4),
+            slots: [SlotWrite(member: member, account: .promo, slot: .earned(.hub), value: 500)])
+        let messages: [SyncMessage] = [
+            .changes(
+                entries: [FeedEntry(feedSequence: 3, entry: entries[1])], upTo: 5, more: true, snapshots: [snapshot]),
+            .changes(entries: [], upTo: 5, more: false, snapshots: []),
+            .memberLookup(requestID: 1, card: "4600000000015", phoneHashes: [[1, 2], [3]]),
+            .memberLookup(requestID: 2, card: "", phoneHashes: []),
+            .memberFound(requestID: 1, snapshots: [snapshot, snapshot]),
+            .memberFound(requestID: 2, snapshots: []),
+        ]
+        for message in messages {
+            #expect(try SyncMessage(decoding: message.encoded) == message)
+            let bytes = message.encoded
+            for length in 0..<bytes.count {
+                #expect(throws: WireError.self) { try SyncMessage(decoding: Array(bytes[0..<length])) }
+            }
+        }
+        // A whole feed and a partner-group feed are told apart by their type, not their length.
+        #expect(SyncMessage.changes(entries: [], upTo: 5, more: false).encoded[2] == 6)
+        #expect(SyncMessage.changes(entries: [], upTo: 5, more: false, snapshots: []).encoded[2] == 16)
+        // A snapshot's slots are the member's own.
+        var foreign = snapshot
+        foreign.slots[0].member = MemberID(origin: NodeID(9), serial: 9)
+        #expect(throws: WireError.self) {
+            try SyncMessage(decoding: SyncMessage.memberFound(requestID: 1, snapshots: [foreign]).encoded)
+        }
+        // Too many phone hashes or snapshots are refused before allocating.
+        let hashes = Array(repeating: [UInt8](repeating: 1, count: 32), count: 9)
+        #expect(throws: WireError.tooLarge(field: "phone hashes", count: 9, limit: 8)) {
+            try SyncMessage(decoding: SyncMessage.memberLookup(requestID: 1, card: "", phoneHashes: hashes).encoded)
+        }
+        #expect(throws: WireError.tooLarge(field: "member snapshots", count: 9, limit: 8)) {
+            try SyncMessage(
+                decoding: SyncMessage.memberFound(requestID: 1, snapshots: Array(repeating: snapshot, count: 9)).encoded
+            )
+        }
+    }
+
     @Test func anotherMajorVersionIsRefusedNamingBothVersions() {
         var bytes = SyncMessage.ack(upTo: 1).encoded
         bytes[0] = 2

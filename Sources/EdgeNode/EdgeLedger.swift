@@ -154,6 +154,9 @@ public struct EdgeLedger: Sendable {
     enum MetaKey: String {
         case hlc, feedWatermark = "feed_watermark", acknowledged = "hub_acked", releaseScan = "release_scan"
         case memberSerial = "member_serial"
+        /// 1 once this replica has applied a partner-group feed: it holds only some members,
+        /// so a whole feed later (the rules turned scoping off) skips numbers of its origins.
+        case sparse
     }
 
     func meta(_ db: any SQLDatabase, _ key: MetaKey) throws -> UInt64 {
@@ -535,7 +538,11 @@ public struct EdgeLedger: Sendable {
     public func applyFeed(
         _ db: any SQLDatabase, _ entries: [FeedEntry], upTo: UInt64, snapshots: [MemberSnapshot]? = nil
     ) throws -> [ClockError] {
-        if let snapshots { try applySnapshots(db, snapshots) }
+        if let snapshots {
+            try applySnapshots(db, snapshots)
+            if try meta(db, .sparse) == 0 { try setMeta(db, .sparse, 1) }
+        }
+        let gapsExpected = try snapshots != nil || meta(db, .sparse) == 1
         var clockErrors: [ClockError] = []
         var highs: [NodeID: UInt64] = [:]
         for feed in entries {
@@ -552,7 +559,7 @@ public struct EdgeLedger: Sendable {
                         [.int(Int(entry.origin.rawValue))]) ?? 0)
             }
             if entry.sequence <= high { continue }
-            guard entry.sequence == high + 1 || snapshots != nil else {
+            guard entry.sequence == high + 1 || gapsExpected else {
                 throw EntryError.gap(origin: entry.origin, expected: high + 1, got: entry.sequence)
             }
             highs[entry.origin] = entry.sequence

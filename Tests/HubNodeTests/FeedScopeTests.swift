@@ -37,7 +37,7 @@ import Testing
     }
 
     /// The store pushes what the hub lacks, then pulls its feed to the end.
-    func sync(_ store: inout Store, _ hub: HubLedger, _ hubDB: any SQLDatabase) throws {
+    func sync(_ store: inout Store, _ hub: HubLedger, _ hubDB: any SQLDatabase, scoped: Bool = true) throws {
         let high = try hub.originHighWater(hubDB, origin: store.node)
         let push = try store.db.transaction { try store.ledger.preparePush(store.db, after: high, limit: 10_000) }
         _ = try hubDB.transaction { try hub.merge(hubDB, from: store.node, entries: push) }
@@ -45,7 +45,7 @@ import Testing
         var more = true
         while more {
             let feed = try hub.feed(hubDB, after: store.watermark, limit: 64, excluding: store.node, scopable: true)
-            #expect(feed.snapshots != nil, "a scoped feed")
+            #expect((feed.snapshots != nil) == scoped, "a scoped feed, or the whole")
             let (ledger, db) = (store.ledger, store.db)
             _ = try db.transaction {
                 try ledger.applyFeed(db, feed.entries, upTo: feed.upTo, snapshots: feed.snapshots)
@@ -142,11 +142,30 @@ import Testing
         }
         #expect(nobody.isEmpty)
 
+        // A grocer's member the pharmacies do not hold: their feed skips the registration.
+        let late = CardNumber.issued(prefix: "47", serial: 5).digits
+        _ = try register(stores[0], late)
+        try sync(&stores[0], hub, hubDB)
+        try sync(&stores[2], hub, hubDB)
+        #expect(!knows(stores[2], late))
+
         // With the whole feed (the default) the same hub serves every member to every store.
         hub.feedScope = .all
         let whole = try hub.feed(hubDB, after: 0, limit: 512, excluding: stores[3].node, scopable: true)
         #expect(whole.snapshots == nil)
         #expect(whole.entries.contains { $0.entry.origin == stores[0].node })
+        // Scoping turned off: a store that held only its group goes on with the whole feed
+        // (the numbers it skipped are no gap to it) and meets the other group's members.
+        let purchase = try buy(stores[0], late, "A-3")
+        try sync(&stores[0], hub, hubDB, scoped: false)
+        try sync(&stores[2], hub, hubDB, scoped: false)
+        let slot = try stores[2].db.scalar(
+            "SELECT value FROM slots WHERE member = ? AND kind = ?",
+            [
+                .uint(try stores[0].ledger.identify(stores[0].db, card: late, phone: nil).id.rawValue),
+                .int(Int(SlotKind.earned.rawValue)),
+            ])
+        #expect(slot == Int64(purchase.pointsEarned), "the purchase reached the pharmacy")
     }
 
     @Test(arguments: HubBackend.available)

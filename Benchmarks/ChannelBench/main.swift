@@ -184,6 +184,8 @@ print(
 // Raw AEAD over the same frames: the floor of what the channel adds on each side.
 var rawOpenGBs = 0.0
 var rawSealGBs = 0.0
+var decodeOnly = 0.0
+var openAndDecode = 0.0
 do {
     let hubKey = SigningKeyPair.generate()
     let storeKey = SigningKeyPair.generate()
@@ -215,6 +217,38 @@ do {
             format: "raw frame sealing %.2f GB/s, opening %.2f GB/s (%@): %.1f ms and %.1f ms for this transfer",
             Double(payloadBytes) / sealSeconds / 1e9, Double(payloadBytes) / openSeconds / 1e9,
             "\(store.suite.map { "\($0)" } ?? "?")", sealSeconds * 1000, openSeconds * 1000))
+
+    // The receiver's CPU for the whole transfer in one thread, no network and no scheduling:
+    // the plaintext records copied out and decoded, against the frames opened and decoded.
+    func decode(_ message: [UInt8]) -> Int {
+        if case .push(let decoded)? = try? SyncMessage(decoding: message) { return decoded.count }
+        return 0
+    }
+    let plainRecords = batches.map(plainRecord)
+    var plainTimes: [Double] = []
+    var openTimes: [Double] = []
+    for _ in 0..<15 {
+        var plain = PlainRecords()
+        var start = now()
+        var count = 0
+        for record in plainRecords { for message in plain.feed(record) { count += decode(message) } }
+        plainTimes.append(now() - start)
+        precondition(count == entryCount)
+        let frames = batches.map { store.seal($0)! }
+        start = now()
+        count = 0
+        for frame in frames {
+            for event in hub.receive(frame) { if case .deliver(let message) = event { count += decode(message) } }
+        }
+        openTimes.append(now() - start)
+        precondition(count == entryCount)
+    }
+    decodeOnly = plainTimes.sorted()[plainTimes.count / 2]
+    openAndDecode = openTimes.sorted()[openTimes.count / 2]
+    print(
+        String(
+            format: "receiver CPU for the transfer, one thread: decode %.1f ms, open + decode %.1f ms (%+.1f %%)",
+            decodeOnly * 1000, openAndDecode * 1000, (openAndDecode / decodeOnly - 1) * 100))
 }
 
 // Handshakes: a full handshake in one thread, and the responder's share of the CPU.
@@ -258,6 +292,11 @@ if let path = ProcessInfo.processInfo.environment["BENCH_JSON"] {
             String(
                 format: "%+.1f %% vs plaintext on medians, %+.1f %% on best runs (target <= +10 %%)", slower, bestSlower
             )),
+        row(
+            "receiver CPU for the transfer: open + decode (median)", openAndDecode * 1000, "ms",
+            String(
+                format: "%+.1f %% vs copying plaintext records out and decoding (%.1f ms); one thread, no network",
+                (openAndDecode / decodeOnly - 1) * 100, decodeOnly * 1000)),
         row("raw AEAD frame opening", rawOpenGBs, "GB/s", "the floor of the channel's cost on the receiver"),
         row("raw AEAD frame sealing", rawSealGBs, "GB/s", "the floor on the sender"),
         row(

@@ -183,34 +183,41 @@ extension EdgeLedger {
         let reversed = mulDiv(purchase.pointsEarned, refunded, purchase.amountMinor) - totals.reversed
         let returned = mulDiv(purchase.pointsRedeemed, refunded, purchase.amountMinor) - totals.returned
         let returnedPromo = mulDiv(purchase.promoRedeemed, refunded, purchase.amountMinor) - totals.returnedPromo
-        var counter = try counter(db, member: purchase.member, account: .main)
+        // A purchase of a record merged since into another of the same person: the points
+        // (and the month's spend) are the survivor's now, so the refund is theirs.
+        let member = MemberID(
+            rawValue: UInt64(
+                bitPattern: try db.scalar(
+                    "SELECT COALESCE(merged_into, id) FROM members WHERE id = ?", [.uint(purchase.member.rawValue)])
+                    ?? Int64(bitPattern: purchase.member.rawValue)))
+        var counter = try counter(db, member: member, account: .main)
         var effects: [SlotWrite] = []
         if reversed > 0 {
             let (slot, value) = try counter.debit(at: node, reversed)
-            effects.append(SlotWrite(member: purchase.member, account: .main, slot: slot, value: value))
+            effects.append(SlotWrite(member: member, account: .main, slot: slot, value: value))
         }
         if returned > 0 {
             let (slot, value) = try counter.earn(at: node, returned)
-            effects.append(SlotWrite(member: purchase.member, account: .main, slot: slot, value: value))
+            effects.append(SlotWrite(member: member, account: .main, slot: slot, value: value))
         }
         if returnedPromo > 0 {
-            var promo = try self.counter(db, member: purchase.member, account: .promo)
+            var promo = try self.counter(db, member: member, account: .promo)
             let (slot, value) = try promo.earn(at: node, returnedPromo)
-            effects.append(SlotWrite(member: purchase.member, account: .promo, slot: slot, value: value))
+            effects.append(SlotWrite(member: member, account: .promo, slot: slot, value: value))
         }
         // The refund lowers the spend of the month the purchase counted in.
         let (spendSlot, spendValue) = try counter.addRefundedSpend(
             at: node, month: active.month(of: boughtAt), amount)
-        effects.append(SlotWrite(member: purchase.member, account: .main, slot: spendSlot, value: spendValue))
+        effects.append(SlotWrite(member: member, account: .main, slot: spendSlot, value: spendValue))
         let record = RefundRecord(
-            member: purchase.member, lane: request.lane, receipt: request.receipt, originalStore: store,
+            member: member, lane: request.lane, receipt: request.receipt, originalStore: store,
             originalKey: request.originalKey, amountMinor: amount, pointsReversed: reversed, pointsReturned: returned,
             promoReturned: returnedPromo)
         let entry = try append(
-            db, key: request.idempotencyKey, member: purchase.member, operation: .refund(record), effects: effects)
+            db, key: request.idempotencyKey, member: member, operation: .refund(record), effects: effects)
         try recordRefund(db, record)
         return RefundReceipt(
-            member: purchase.member, sequence: entry.sequence, amountMinor: amount, pointsReversed: reversed,
+            member: member, sequence: entry.sequence, amountMinor: amount, pointsReversed: reversed,
             pointsReturned: returned, promoReturned: returnedPromo, balance: counter.balance,
             refundableLeft: remaining - amount, replayed: false)
     }

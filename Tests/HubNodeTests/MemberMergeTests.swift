@@ -106,6 +106,24 @@ import Testing
         let report = try hub.clearing(hubDB, period: 0...UInt64.max)
         #expect(report.balances.values.reduce(0, +) == 0)
         #expect(report.liability.values.reduce(0, +) == UInt64(expected + Int64(z)))
+
+        // Returning the merged record's purchase made before the merge takes its points back
+        // from the survivor, which holds them now; the merged record stays at zero.
+        let refund = try t.db.transaction {
+            try t.ledger.refund(
+                t.db,
+                RefundRequest(lane: "1", receipt: "T-R1", originalLane: "1", originalReceipt: "T-1", amountMinor: nil))
+        }
+        #expect(refund.member == first.id && refund.pointsReversed == y)
+        try sync(&t, hub, hubDB)
+        try sync(&s, hub, hubDB)
+        let after = expected + Int64(z) - Int64(y)
+        #expect(try hub.member(hubDB, card: "4600000000015")?.balance == after)
+        #expect(try hub.counter(hubDB, member: second.id, account: .main).balance == 0)
+        #expect(try s.ledger.identify(s.db, card: "4006381333931", phone: nil).balance == after)
+        let cleared = try hub.clearing(hubDB, period: 0...UInt64.max)
+        #expect(cleared.balances.values.reduce(0, +) == 0)
+        #expect(cleared.liability.values.reduce(0, +) == UInt64(after))
     }
 
     @Test(arguments: HubBackend.available)

@@ -300,6 +300,7 @@ final class StoreSession {
                     [weak self] result in
                     switch result {
                     case .success(let snapshots):
+                        self?.status.lookedUp(found: !snapshots.isEmpty)
                         self?.step { $0.memberLookedUp(requestID: requestID, snapshots: snapshots) }
                     case .failure(let error): self?.step { $0.failed("\(error)") }
                     }

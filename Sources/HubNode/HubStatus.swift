@@ -114,6 +114,12 @@ public final class HubStatus: @unchecked Sendable {
         }
     }
 
+    /// A store asked for a member it does not hold (another partner group's, or one its feed
+    /// has not brought yet).
+    func lookedUp(found: Bool) {
+        increment("hub_member_lookups_total", "outcome", found ? "found" : "unknown")
+    }
+
     func handshake(accepted: Bool) {
         increment("hub_handshakes_total", "outcome", accepted ? "accepted" : "refused")
     }

@@ -502,6 +502,13 @@ private final class Ledger: @unchecked Sendable {
                 try cluster.wait(upTo: 20, for: "C to find the member by phone through the hub") {
                     (try? c.call("member.identify", ["phone": "+4915112345679"]))?["card"] == "4600000000022"
                 }
+                // The operator sees the stores' lookups among the hub's metrics (the pharmacy's
+                // two, and any the fuel station made while its feed had not caught up).
+                let metrics = try ConsoleClient(port: cluster.consolePort).get("/metrics").body
+                let lookups = metrics.split(separator: "\n").first {
+                    $0.hasPrefix(#"hub_member_lookups_total{outcome="found"}"#)
+                }
+                #expect((lookups?.split(separator: " ").last.flatMap { Int($0) } ?? 0) >= 2, "\(metrics)")
             }
         }
     }

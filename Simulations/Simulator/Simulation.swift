@@ -88,6 +88,31 @@ public final class Simulation {
         case sample
     }
 
+    /// Where a run is, for a progress display: the phase, how far through it (0…1), and the
+    /// events handled so far. Reporting never changes what the run does.
+    public struct Progress: Sendable, Equatable {
+        public enum Phase: String, Sendable {
+            case registering = "registering members"
+            case spreading = "spreading registrations"
+            case trading = "trading"
+            case converging = "healing, converging"
+        }
+        public var phase: Phase
+        public var fraction: Double
+        public var events: Int
+    }
+
+    /// Called every few thousand events (and at each phase's start and end) when set.
+    public var onProgress: ((Progress) -> Void)?
+    private var phase = (Progress.Phase.registering, from: UInt64(0), to: UInt64(1))
+
+    func reportProgress(_ fraction: Double? = nil) {
+        guard let onProgress else { return }
+        let span = Double(max(1, phase.to - phase.from))
+        let position = fraction ?? Double(min(max(now, phase.from), phase.to) - phase.from) / span
+        onProgress(Progress(phase: phase.0, fraction: min(1, max(0, position)), events: summary.events))
+    }
+
     struct PendingPurchase {
         /// The shopper's index in `members`.
         var member: Int
@@ -272,15 +297,21 @@ public final class Simulation {
         // Members known everywhere before the day starts: registered at their home stores.
         for index in 0..<config.members {
             try register(at: index % config.stores, index: index)
+            if index % 1_024 == 0 { reportProgress(Double(index) / Double(max(1, config.members))) }
         }
+        reportProgress(1)
         for store in stores.indices {
             queue.push(UInt64(random.int(0...200)), .connect(store: store))
             queue.push(Self.syncInterval + UInt64(store), .tick(store: store))
         }
         // Let the registrations spread before shoppers and faults arrive.
+        phase = (.spreading, 0, 120_000)
         try runUntil(120_000)
+        reportProgress(1)
         let start = now
         workloadEnd = start + UInt64(config.days * 86_400_000)
+        phase = (.trading, start, workloadEnd)
+        reportProgress()
         queue.push(start, .visit)
         queue.push(start, .sample)
         if faults.partitionsPerHour > 0 { schedulePartition() }
@@ -292,6 +323,7 @@ public final class Simulation {
             queue.push(now + UInt64(random.exponential(mean: 86_400_000 / faults.hubCrashesPerDay)), .crashHub)
         }
         try runUntil(workloadEnd)
+        reportProgress()
 
         // Heal: no more faults or shoppers; every partition lifted, every node restarted.
         faultsActive = false
@@ -303,6 +335,7 @@ public final class Simulation {
         for store in stores where !store.up { try restart(store.index) }
         for store in stores where store.connection == nil { queue.push(now + 1, .connect(store: store.index)) }
         var converged = false
+        phase = (.converging, healedAt, healedAt + config.convergenceBoundMilliseconds)
         while now < healedAt + config.convergenceBoundMilliseconds {
             try runUntil(now + 1_000)
             if try isConverged() {
@@ -311,6 +344,7 @@ public final class Simulation {
             }
         }
         summary.convergenceMilliseconds = now - healedAt
+        reportProgress(1)
         guard converged else {
             throw violation(
                 "convergence",
@@ -330,6 +364,7 @@ public final class Simulation {
             let (time, event) = queue.pop()!
             now = time
             summary.events += 1
+            if summary.events & 4_095 == 0 { reportProgress() }
             try handle(event)
         }
         now = max(now, end)

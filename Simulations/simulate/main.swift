@@ -194,10 +194,15 @@ extension Simulate {
         func run() throws {
             let first = world.seed ?? UInt64(Date().timeIntervalSince1970 * 1000) % 1_000_000_007
             var summaries: [SimulationSummary] = []
-            for seed in first..<(first + UInt64(max(1, sweep))) {
+            let seeds = first..<(first + UInt64(max(1, sweep)))
+            for seed in seeds {
                 let started = Date()
                 do {
-                    let summary = try Simulation(world.config(seed: seed)).run()
+                    let simulation = try Simulation(world.config(seed: seed))
+                    let bar = ProgressBar(label: seeds.count > 1 ? "seed \(seed)" : "")
+                    if let bar { simulation.onProgress = { bar.show($0) } }
+                    let summary = try simulation.run()
+                    bar?.clear()
                     summaries.append(summary)
                     print(line(summary, wall: Date().timeIntervalSince(started)))
                 } catch let violation as Violation {
@@ -238,6 +243,46 @@ extension Simulate {
             }
         }
     }
+}
+
+/// A one-line progress bar with the phase and its ETA, on standard error when that is a
+/// terminal (nil otherwise: logs and pipes get only the result lines).
+final class ProgressBar {
+    private let label: String
+    private var phase: Simulation.Progress.Phase?
+    private var phaseStarted = Date()
+    private var lastDrawn = Date.distantPast
+
+    init?(label: String) {
+        guard isatty(STDERR_FILENO) == 1 else { return nil }
+        self.label = label
+    }
+
+    func show(_ progress: Simulation.Progress) {
+        let now = Date()
+        if progress.phase != phase {
+            phase = progress.phase
+            phaseStarted = now
+        } else if now.timeIntervalSince(lastDrawn) < 0.2 && progress.fraction < 1 {
+            return
+        }
+        lastDrawn = now
+        let width = 30
+        let filled = Int(progress.fraction * Double(width))
+        let elapsed = now.timeIntervalSince(phaseStarted)
+        let eta =
+            progress.fraction > 0.01 && progress.fraction < 1
+            ? String(format: ", ETA %.0f s", elapsed * (1 - progress.fraction) / progress.fraction) : ""
+        let text =
+            "\r\u{1B}[K\(label.isEmpty ? "" : label + " ")[" + String(repeating: "#", count: filled)
+            + String(repeating: ".", count: width - filled) + "] "
+            + String(
+                format: "%3.0f%% %@, %d events%@", progress.fraction * 100, progress.phase.rawValue, progress.events,
+                eta)
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    func clear() { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
 }
 
 func line(_ summary: SimulationSummary, wall: Double) -> String {

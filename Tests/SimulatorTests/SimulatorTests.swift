@@ -86,6 +86,26 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         #expect(partner2 < hubMembers)
     }
 
+    /// The progress a terminal shows: every phase in order, each rising to its end, and
+    /// watching the run does not change it (the same trace with and without).
+    @Test func progressRisesThroughEveryPhaseAndChangesNothing() throws {
+        let plain = try Simulation(smallWorld(4)).run()
+        let watched = try Simulation(smallWorld(4))
+        var seen: [Simulation.Progress] = []
+        watched.onProgress = { seen.append($0) }
+        let summary = try watched.run()
+        #expect(summary.traceHash == plain.traceHash && summary.events == plain.events)
+        var phases: [Simulation.Progress.Phase] = []
+        for progress in seen where phases.last != progress.phase { phases.append(progress.phase) }
+        #expect(phases == [.registering, .spreading, .trading, .converging])
+        for phase in phases {
+            let fractions = seen.filter { $0.phase == phase }.map(\.fraction)
+            #expect(fractions == fractions.sorted(), "\(phase) never goes back")
+            #expect(fractions.last == 1, "\(phase) reaches its end")
+        }
+        #expect(seen.map(\.events) == seen.map(\.events).sorted())
+    }
+
     /// Members registering a second card with the same phone at any store, under the
     /// seed's faults: the hub merges every such pair, and every invariant (conservation with
     /// the merges' moves, rights, no overdraft, convergence) holds.

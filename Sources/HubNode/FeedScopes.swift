@@ -23,6 +23,33 @@ extension HubLedger {
                 """ + (phoneIndex ? "\nCREATE INDEX members_phone ON members(phone_hash);" : ""))
     }
 
+    /// Each scoped store's feed, written as entries are merged (fan-out on write): a row per
+    /// entry and partner serving its member, so a pull reads its group's rows and nothing
+    /// else, however many other groups write meanwhile.
+    static func scopeFeedMigration(integer: String) -> Migrator.Step {
+        .init(
+            version: 8,
+            sql: """
+                CREATE TABLE scope_feed (
+                    partner TEXT NOT NULL,
+                    feed_seq \(integer) NOT NULL,
+                    PRIMARY KEY (partner, feed_seq)
+                );
+                """)
+    }
+
+    /// Files the entries at feed places `from...to` under every partner serving their member.
+    func fanOut(_ db: any SQLDatabase, from: UInt64, to: UInt64) throws {
+        guard from <= to else { return }
+        try db.run(
+            """
+            INSERT INTO scope_feed(partner, feed_seq)
+            SELECT m.partner, e.feed_seq FROM entries e JOIN member_scope m ON m.member = e.member
+            WHERE e.feed_seq >= ? AND e.feed_seq <= ?
+            ON CONFLICT DO NOTHING
+            """, [.uint(from), .uint(to)])
+    }
+
     /// The feed scope in force.
     func currentScope(_ db: any SQLDatabase) throws -> FeedScope {
         try feedScope ?? currentRules(db)?.feedScope ?? .all
@@ -44,6 +71,7 @@ extension HubLedger {
             WHERE e.member IS NOT NULL
             ON CONFLICT DO NOTHING
             """, [])
+        try fanOut(db, from: 1, to: try nextFeedSequence(db) - 1)
     }
 
     /// After a merge from `store` (entries numbered from `firstFeed`): the store's partner
@@ -154,9 +182,9 @@ extension HubLedger {
         return snapshots
     }
 
-    /// The feed of a partner-group store after `after`: entries about members its group
-    /// serves (and entries about no member), at most `limit`, and the snapshots of members
-    /// the group took on in the places covered. `upTo` covers every place scanned.
+    /// The feed of a partner-group store after `after`: the entries filed under its group's
+    /// partners (`scope_feed`), at most `limit`, and the snapshots of members the group took
+    /// on in the places covered. `upTo` covers every place up to the newest.
     func scopedFeed(
         _ db: any SQLDatabase, after: UInt64, limit: Int, store: NodeID, scope: FeedScope
     ) throws -> (entries: [FeedEntry], upTo: UInt64, more: Bool, snapshots: [MemberSnapshot]) {
@@ -170,11 +198,12 @@ extension HubLedger {
         let rows = try db.query(
             """
             SELECT e.feed_seq, e.entry FROM entries e
-            WHERE e.feed_seq > ? AND e.feed_seq <= ? AND e.origin <> ?
-              AND (e.member IS NULL OR EXISTS (
-                SELECT 1 FROM member_scope m WHERE m.member = e.member AND m.partner IN (\(list))))
+            WHERE e.feed_seq IN (
+                SELECT DISTINCT feed_seq FROM scope_feed
+                WHERE partner IN (\(list)) AND feed_seq > ? AND feed_seq <= ?)
+              AND e.origin <> ?
             ORDER BY e.feed_seq LIMIT ?
-            """, [.uint(after), .uint(newest), .int(Int(store.rawValue))] + names + [.int(limit)])
+            """, names + [.uint(after), .uint(newest), .int(Int(store.rawValue)), .int(limit)])
         var more = rows.count == limit
         var upTo = more ? rows[rows.count - 1].uint(0) : newest
         let joined = try db.query(

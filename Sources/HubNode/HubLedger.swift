@@ -81,6 +81,7 @@ public struct HubLedger: Sendable {
         visitsMigration(integer: "INTEGER"),
         mergesMigration(integer: "INTEGER", blob: "BLOB"),
         scopeMigration(integer: "INTEGER", phoneIndex: true),
+        scopeFeedMigration(integer: "INTEGER"),
     ])
 
     /// Members merged into another record of the same person, and the audit of each merge.
@@ -173,6 +174,7 @@ public struct HubLedger: Sendable {
         visitsMigration(integer: "BIGINT"),
         mergesMigration(integer: "BIGINT", blob: "BYTEA"),
         scopeMigration(integer: "BIGINT", phoneIndex: false),
+        scopeFeedMigration(integer: "BIGINT"),
     ])
 
     /// Opens (creating if needed) and migrates the hub database.
@@ -282,6 +284,7 @@ public struct HubLedger: Sendable {
         let rules = merged.isEmpty ? nil : try currentRules(db)
         if (feedScope ?? rules?.feedScope)?.byPartnerGroup == true {
             try recordScope(db, store: store, entries: merged, firstFeed: firstFeed)
+            try fanOut(db, from: firstFeed, to: feed - 1)
         }
         try mergeMembers(db, after: merged)
         try place(db, after: merged, days: placementDays ?? rules?.placementDays ?? 0)
@@ -432,7 +435,9 @@ public struct HubLedger: Sendable {
         let entry = LogEntry(
             origin: .hub, sequence: sequence, timestamp: stamp, idempotencyKey: "", operation: operation,
             effects: effects)
-        try insert(db, [(entry, try nextFeedSequence(db))])
+        let feed = try nextFeedSequence(db)
+        try insert(db, [(entry, feed)])
+        if try currentScope(db).byPartnerGroup { try fanOut(db, from: feed, to: feed) }
         return entry
     }
 

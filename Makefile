@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BIN := .build/debug
 
-.PHONY: bootstrap build demo test fuzz simulate bench bench-sync bench-channel bench-edge lint clean
+.PHONY: bootstrap build demo test fuzz simulate simulate-scale bench bench-sync bench-channel bench-edge lint clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -21,6 +21,13 @@ test: bootstrap
 	scripts/fuzz 20
 	scripts/postgres start >/dev/null
 	LOYALTY_TEST_POSTGRES="$$(scripts/postgres url)" $(SWIFT) test --skip-build --parallel --num-workers 2
+
+## make simulate-scale: the 1,000-store, 1,000,000-member day (one-store partners with
+## partner-group feeds, 5-minute pulls, members loaded as the starting state); prints its wall time.
+simulate-scale: bootstrap
+	$(SWIFT) build -c release --product simulate
+	.build/release/simulate run --seed 1 --stores 1000 --members 1000000 --days 1 --partners 1000 \
+		--partner-groups --sync-interval-ms 300000 --preload-members
 
 ## make simulate: the standard deterministic scenario (6 stores, 300 members, one day) over 5 seeds,
 ## with a JSON summary and an HTML report in .build/simulate/ (opens nothing).

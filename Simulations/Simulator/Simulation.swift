@@ -209,7 +209,6 @@ public final class Simulation {
     /// Simulated start: Monday 2026-11-02 00:00 UTC.
     static let epoch: UInt64 = 1_793_577_600_000
     /// The stores' sync tick (the edge's default is 1 s; 5 s keeps idle chatter down here).
-    static let syncInterval: UInt64 = 5_000
     static let policy = OfflinePolicy()
 
     public init(_ config: SimulationConfig) throws {
@@ -234,8 +233,10 @@ public final class Simulation {
             let phoneKey = SecretBytes(consuming: &keyBytes)
             let node = NodeID(UInt32(index + 1))
             _ = try hubLedger.enroll(
-                hubDB, name: "store-\(index + 1)", partner: "partner-\(index % 3)",
-                key: SigningKeyPair.fromSeed(Array(repeating: UInt8(index % 251), count: 31) + [1]).publicKey)
+                hubDB, name: "store-\(index + 1)", partner: "partner-\(index % max(1, config.partners))",
+                key: SigningKeyPair.fromSeed(
+                    withUnsafeBytes(of: UInt32(index).bigEndian, Array.init) + Array(repeating: 0, count: 27) + [1]
+                ).publicKey)
             var ledger = EdgeLedger(
                 node: node, rules: PartnerRules(), policy: Self.policy, phoneKey: phoneKey,
                 placementDays: config.placementDays)
@@ -295,14 +296,18 @@ public final class Simulation {
                 [.text(code), .int(50 + 10 * (index % 5)), .uint(Self.epoch)])
         }
         // Members known everywhere before the day starts: registered at their home stores.
-        for index in 0..<config.members {
-            try register(at: index % config.stores, index: index)
-            if index % 1_024 == 0 { reportProgress(Double(index) / Double(max(1, config.members))) }
+        if config.preloadMembers {
+            try preloadMembers()
+        } else {
+            for index in 0..<config.members {
+                try register(at: index % config.stores, index: index)
+                if index % 1_024 == 0 { reportProgress(Double(index) / Double(max(1, config.members))) }
+            }
         }
         reportProgress(1)
         for store in stores.indices {
             queue.push(UInt64(random.int(0...200)), .connect(store: store))
-            queue.push(Self.syncInterval + UInt64(store), .tick(store: store))
+            queue.push(config.syncIntervalMilliseconds + UInt64(store), .tick(store: store))
         }
         // Let the registrations spread before shoppers and faults arrive.
         phase = (.spreading, 0, 120_000)
@@ -395,7 +400,7 @@ public final class Simulation {
             try deliver(store: index, connection: connection, toHub: toHub, bytes: bytes)
         case .tick(let index):
             let store = stores[index]
-            queue.push(now + Self.syncInterval, .tick(store: index))
+            queue.push(now + config.syncIntervalMilliseconds, .tick(store: index))
             if index == 0 { try checkHeals() }
             guard store.up else { return }
             setClock(store)
@@ -517,6 +522,7 @@ public final class Simulation {
         if store.connection != nil { try disconnect(index, reason: "crash") }
         store.up = false
         store.pending.removeAll()  // POS requests waiting on the hub are never answered
+        store.lookups.removeAll()
     }
 
     func restart(_ index: Int) throws {
@@ -752,6 +758,36 @@ public final class Simulation {
         }
     }
 
+    /// The members registered before the day, loaded as the starting state of the hub and of
+    /// each member's home store (store index = member index modulo stores), as one that has
+    /// run before would hold them; their counters start at zero.
+    func preloadMembers() throws {
+        var keyBytes = [UInt8](repeating: 7, count: 32)
+        let phoneKey = SecretBytes(consuming: &keyBytes)
+        for store in stores {
+            let records = stride(from: store.index, to: config.members, by: config.stores).enumerated().map {
+                serial, index in
+                MemberRecord(
+                    id: MemberID(origin: store.node, serial: UInt32(serial + 1)), card: Self.card(index),
+                    phoneHash: PhoneNumber(Self.phone(index))!.hash(key: phoneKey), referrer: nil,
+                    registeredAt: HLCTimestamp(milliseconds: Self.epoch, logical: 0))
+            }
+            try hubDB.transaction {
+                try hubLedger.importMembers(hubDB, records, partner: try hubLedger.partner(hubDB, of: store.node))
+            }
+            try store.db.transaction {
+                try store.ledger.importMembers(store.db, records.map { MemberSnapshot(record: $0, slots: []) })
+            }
+            for index in stride(from: store.index, to: config.members, by: config.stores) {
+                members.append(Member(card: Self.card(index), person: index, home: store.index))
+            }
+            if store.index % 16 == 0 { reportProgress(Double(store.index) / Double(stores.count)) }
+        }
+        // The simulator draws shoppers by their place in `members`, which must follow their index.
+        members.sort { $0.person < $1.person }
+        zipf.grow(to: members.count)
+    }
+
     func memberID(_ store: Store, card: String) throws -> String? {
         (try? store.ledger.identify(store.db, card: card, phone: nil))?.id.description
     }
@@ -964,21 +1000,24 @@ public final class Simulation {
                 return false
             }
         }
-        let hubSlots = try slotsDigest(hubDB)
-        return try stores.allSatisfy { try slotsDigest($0.db) == (try expectedSlots($0, hubSlots)) }
+        guard config.partnerGroups else {
+            let hubSlots = try slotsDigest(hubDB)
+            return try stores.allSatisfy { try slotsDigest($0.db) == hubSlots }
+        }
+        return try stores.allSatisfy { try slotsDigest($0.db) == (try expectedSlots($0)) }
     }
 
-    /// The hub's slots a store must hold once converged: all of them, or with partner-group
-    /// feeds those of the members its group serves.
-    func expectedSlots(_ store: Store, _ hubSlots: [[SQLValue]]) throws -> [[SQLValue]] {
-        guard config.partnerGroups else { return hubSlots }
-        let partners = Self.partnerGroups.partners(inGroupOf: "partner-\(store.index % 3)")
-        let held = Set(
-            try hubDB.query(
-                "SELECT DISTINCT member FROM member_scope WHERE partner IN ("
-                    + partners.map { _ in "?" }.joined(separator: ", ") + ")", partners.map { .text($0) }
-            ).map { $0.uint(0) })
-        return hubSlots.filter { held.contains(UInt64(bitPattern: $0[0].integer)) }
+    /// With partner-group feeds, the hub's slots a store must hold once converged: those of
+    /// the members its group serves.
+    func expectedSlots(_ store: Store) throws -> [[SQLValue]] {
+        let partners = Self.partnerGroups.partners(inGroupOf: "partner-\(store.index % max(1, config.partners))")
+        return try hubDB.query(
+            """
+            SELECT member, account, kind, from_node, to_node, value FROM slots
+            WHERE member IN (SELECT member FROM member_scope WHERE partner IN (
+            """ + partners.map { _ in "?" }.joined(separator: ", ") + ")) ORDER BY 1, 2, 3, 4, 5",
+            partners.map { .text($0) }
+        ).map(\.values)
     }
 
     func divergence() throws -> String {

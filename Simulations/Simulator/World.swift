@@ -23,6 +23,16 @@ public struct SimulationConfig: Sendable {
     /// Partner-group feeds: partners 0 and 1 form one group, partner 2 another (stores are
     /// partner index modulo 3); a store holds its group's members and looks up the others.
     public var partnerGroups = false
+    /// Partners in the coalition: store i belongs to partner i modulo this (with as many
+    /// partners as stores and partner-group feeds, each store holds its own members and the
+    /// shoppers it has served).
+    public var partners = 3
+    /// How often each store pulls the hub's feed (it pushes at once after every operation).
+    public var syncIntervalMilliseconds: UInt64 = 5_000
+    /// Load the members registered before the day as the hub's and their home stores'
+    /// starting state, instead of registering each through the network first (a world that
+    /// has run before; large worlds start in seconds). Their counters start at zero.
+    public var preloadMembers = false
 
     public init(seed: UInt64, stores: Int = 6, members: Int = 300, days: Double = 1) {
         self.seed = seed

@@ -156,11 +156,23 @@ struct WorldOptions: ParsableArguments {
         name: .customLong("partner-groups"),
         help: "Partner-group feeds: each store holds its group's members and looks others up at the hub.")
     var partnerGroups = false
+    @Option(help: "Partners in the coalition (store i belongs to partner i modulo this).") var partners: Int = 3
+    @Option(
+        name: .customLong("sync-interval-ms"), help: "How often each store pulls the hub's feed (pushes go at once).")
+    var syncInterval: UInt64 = 5_000
+    @Flag(
+        name: .customLong("preload-members"),
+        help: "Load the members registered before the day as the starting state instead of registering them first.")
+    var preloadMembers = false
 
     func validate() throws {
         guard (1...2_000).contains(stores) else { throw ValidationError("--stores must be 1 to 2,000") }
         guard (0...10_000_000).contains(members) else { throw ValidationError("--members must be 0 to 10,000,000") }
         guard days > 0, days <= 30 else { throw ValidationError("--days must be above 0 and at most 30") }
+        guard (1...100_000).contains(partners) else { throw ValidationError("--partners must be 1 to 100,000") }
+        guard (100...3_600_000).contains(syncInterval) else {
+            throw ValidationError("--sync-interval-ms must be 100 to 3,600,000")
+        }
     }
 
     func config(seed: UInt64) -> SimulationConfig {
@@ -168,6 +180,9 @@ struct WorldOptions: ParsableArguments {
         config.visitsPerStorePerDay = visits
         config.placementDays = placementDays
         config.partnerGroups = partnerGroups
+        config.partners = partners
+        config.syncIntervalMilliseconds = syncInterval
+        config.preloadMembers = preloadMembers
         return config
     }
 
@@ -175,6 +190,8 @@ struct WorldOptions: ParsableArguments {
         "--stores \(stores) --members \(members) --days \(days) --visits \(visits)"
             + (placementDays > 0 ? " --placement-days \(placementDays)" : "")
             + (partnerGroups ? " --partner-groups" : "")
+            + " --partners \(partners) --sync-interval-ms \(syncInterval)"
+            + (preloadMembers ? " --preload-members" : "")
     }
 }
 

@@ -627,6 +627,15 @@ public struct EdgeLedger: Sendable {
         }
     }
 
+    /// Members as a store's starting state (a store set up with members exported from the
+    /// hub, or a simulated world that has run before): applied as snapshots, and this store's
+    /// own member numbering goes on after the imported members that are its own.
+    public func importMembers(_ db: any SQLDatabase, _ snapshots: [MemberSnapshot]) throws {
+        try applySnapshots(db, snapshots)
+        let own = snapshots.map(\.record.id).filter { $0.origin == node }.map { $0.rawValue & 0xFFFF_FFFF }.max()
+        if let own, own > (try meta(db, .memberSerial)) { try setMeta(db, .memberSerial, own) }
+    }
+
     /// What the store reports to the hub about itself: cheap reads only (no member count),
     /// since it runs on the writer between POS operations.
     func telemetryFigures(_ db: any SQLDatabase) throws -> (unsynced: UInt64, uncoveredPoints: UInt64) {

@@ -19,7 +19,7 @@ extension HubLedger {
                     since \(integer) NOT NULL,
                     PRIMARY KEY (member, partner)
                 );
-                CREATE INDEX member_scope_since ON member_scope(partner, since) WHERE since > 0;
+                CREATE INDEX member_scope_partner ON member_scope(partner, since);
                 """ + (phoneIndex ? "\nCREATE INDEX members_phone ON members(phone_hash);" : ""))
     }
 
@@ -55,7 +55,8 @@ extension HubLedger {
         try feedScope ?? currentRules(db)?.feedScope ?? .all
     }
 
-    func partner(_ db: any SQLDatabase, of store: NodeID) throws -> String {
+    /// The partner a store belongs to.
+    public func partner(_ db: any SQLDatabase, of store: NodeID) throws -> String {
         guard let row = try db.query("SELECT partner FROM stores WHERE id = ?", [.int(Int(store.rawValue))]).first
         else { throw HubError("store \(store.rawValue) is not enrolled") }
         return row.text(0)
@@ -112,6 +113,18 @@ extension HubLedger {
     /// Member snapshots the hub aims to send in one `changes` message (one push's members
     /// joining at one place go together, up to a push's length).
     static let snapshotsPerBatch = 128
+
+    /// Members registered before the hub knew them (a programme migrated from another system,
+    /// or a simulated world that has run before), as the hub's starting state: their records,
+    /// served by `partner`'s stores from the start when partner-group feeds are on. No log
+    /// entries: their counters start at zero.
+    public func importMembers(_ db: any SQLDatabase, _ records: [MemberRecord], partner: String) throws {
+        try CounterSlots.insertMembers(db, records)
+        guard try currentScope(db).byPartnerGroup else { return }
+        try db.insert(
+            "INSERT INTO member_scope(member, partner, since)", values: "(?, ?, 0)", suffix: "ON CONFLICT DO NOTHING",
+            rows: records.map { [.uint($0.id.rawValue), .text(partner)] })
+    }
 
     /// What the hub holds of a member: registration, merge and every counter slot.
     func snapshot(_ db: any SQLDatabase, member: MemberID) throws -> MemberSnapshot? {

@@ -198,6 +198,38 @@ import Testing
     }
 
     @Test(arguments: HubBackend.available)
+    func importedMembersAreServedByTheirPartnerAndNumberingGoesOn(backend: HubBackend) throws {
+        let (hub, hubDB, initial) = try world(backend)
+        var stores = initial
+        let records = (1...3).map { serial in
+            MemberRecord(
+                id: MemberID(origin: stores[0].node, serial: UInt32(serial)),
+                card: CardNumber.issued(prefix: "47", serial: 100 + serial).digits, phoneHash: [], referrer: nil,
+                registeredAt: HLCTimestamp(rawValue: 1))
+        }
+        try hubDB.transaction { try hub.importMembers(hubDB, records, partner: "grocer") }
+        try stores[0].db.transaction {
+            try stores[0].ledger.importMembers(stores[0].db, records.map { MemberSnapshot(record: $0, slots: []) })
+        }
+        // The grocer's store holds them and registers the next member after them.
+        let next = try register(stores[0], Self.card)
+        #expect(next.id == MemberID(origin: stores[0].node, serial: 4))
+        _ = try buy(stores[0], records[1].card, "A-1")
+        for _ in 0..<2 { for index in stores.indices { try sync(&stores[index], hub, hubDB) } }
+        // The fuel station (same group) receives the purchase of an imported member; the
+        // pharmacy finds them by card.
+        let rows = try hubDB.query("SELECT partner FROM member_scope WHERE member = ?", [.uint(records[1].id.rawValue)])
+        #expect(rows.map { $0.text(0) } == ["grocer"])
+        #expect(
+            try stores[1].db.scalar("SELECT COUNT(*) FROM slots WHERE member = ?", [.uint(records[1].id.rawValue)]) ?? 0
+                > 0)
+        let found = try hubDB.transaction {
+            try hub.lookupMember(hubDB, card: records[2].card, phoneHashes: [], for: stores[2].node)
+        }
+        #expect(found.map(\.record) == [records[2]])
+    }
+
+    @Test(arguments: HubBackend.available)
     func rulesTurnPartnerGroupsOnForWhatStoresAlreadyHold(backend: HubBackend) throws {
         let hubDB = try openHub(backend)
         let hub = HubLedger()

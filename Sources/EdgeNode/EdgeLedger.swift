@@ -88,6 +88,8 @@ public struct LedgerStatus: Sendable {
     public var acknowledgedSequence: UInt64
     public var feedWatermark: UInt64
     public var members: Int64
+    /// The replica holds only its partner group's members (and those looked up), not all.
+    public var partial = false
 }
 
 /// The store's replica: every read and write of the edge database, run on the writer
@@ -651,6 +653,7 @@ public struct EdgeLedger: Sendable {
             acknowledgedSequence: try meta(db, .acknowledged),
             feedWatermark: try meta(db, .feedWatermark),
             members: try db.scalar("SELECT COUNT(*) FROM members") ?? 0)
+        status.partial = try meta(db, .sparse) == 1
         if let connectivity, !connectivity.online {
             status.exposure = try exposureUse(
                 db, member: MemberID(rawValue: 0), outageStart: connectivity.outageStartedMilliseconds)

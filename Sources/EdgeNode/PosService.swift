@@ -339,6 +339,7 @@ final class PosService {
                         Int64(status.lastSequence - min(status.lastSequence, status.acknowledgedSequence))),
                     "feedWatermark": .int(Int64(status.feedWatermark)),
                     "members": .int(status.members),
+                    "replica": .string(status.partial ? "partner-group" : "whole"),
                     "uptimeMs": .int(Int64(now - startedAt)),
                 ]
                 if let since = uplink.offlineSince { fields["offlineForMs"] = .int(Int64(now - since)) }

@@ -406,6 +406,7 @@ private final class Ledger: @unchecked Sendable {
                 let atGrocer = try a.call(
                     "checkout.purchase", ["card": "4600000000015", "amount": 100_000, "lane": "1", "receipt": "g1"])
                 #expect(atGrocer["pointsEarned"] == 50, "grocer gets the default 5 %")
+                #expect(try a.call("node.status")["replica"] == "whole", "the whole feed by default")
             }
         }
     }
@@ -476,7 +477,9 @@ private final class Ledger: @unchecked Sendable {
                 try cluster.wait(upTo: 20, for: "the pharmacy to read the feed as far") {
                     (try c.call("node.status")["feedWatermark"]?.intValue ?? 0) >= fuelWatermark
                 }
-                #expect(try c.call("node.status")["members"] == 0, "the grocer's members are not the pharmacy's")
+                let status = try c.call("node.status")
+                #expect(status["members"] == 0, "the grocer's members are not the pharmacy's")
+                #expect(status["replica"] == "partner-group")
 
                 // The member shops at the pharmacy: it asks the hub and serves them.
                 let balance = try b.call("account.balance", ["card": "4600000000015"])["balance"]

@@ -778,13 +778,9 @@ public final class Simulation {
             try store.db.transaction {
                 try store.ledger.importMembers(store.db, records.map { MemberSnapshot(record: $0, slots: []) })
             }
-            for index in stride(from: store.index, to: config.members, by: config.stores) {
-                members.append(Member(card: Self.card(index), person: index, home: store.index))
-            }
             if store.index % 16 == 0 { reportProgress(Double(store.index) / Double(stores.count)) }
         }
-        // The simulator draws shoppers by their place in `members`, which must follow their index.
-        members.sort { $0.person < $1.person }
+        members = (0..<config.members).map { Member(card: Self.card($0), person: $0, home: $0 % config.stores) }
         zipf.grow(to: members.count)
     }
 

@@ -185,11 +185,7 @@ extension EdgeLedger {
         let returnedPromo = mulDiv(purchase.promoRedeemed, refunded, purchase.amountMinor) - totals.returnedPromo
         // A purchase of a record merged since into another of the same person: the points
         // (and the month's spend) are the survivor's now, so the refund is theirs.
-        let member = MemberID(
-            rawValue: UInt64(
-                bitPattern: try db.scalar(
-                    "SELECT COALESCE(merged_into, id) FROM members WHERE id = ?", [.uint(purchase.member.rawValue)])
-                    ?? Int64(bitPattern: purchase.member.rawValue)))
+        let member = try survivor(db, of: purchase.member)
         var counter = try counter(db, member: member, account: .main)
         var effects: [SlotWrite] = []
         if reversed > 0 {

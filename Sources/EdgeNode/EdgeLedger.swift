@@ -592,9 +592,7 @@ public struct EdgeLedger: Sendable {
             case .memberMerge(let merge):
                 // The merged record's cards name the survivor from now on; rights still held
                 // here for it go back to the hub at the next push, which moves them over.
-                try db.run(
-                    "UPDATE members SET merged_into = ? WHERE id = ?",
-                    [.uint(merge.survivor.rawValue), .uint(merge.merged.rawValue)])
+                try markMerged(db, merge.merged, into: merge.survivor)
                 try db.run(
                     "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING", [.uint(merge.merged.rawValue)]
                 )
@@ -620,13 +618,23 @@ public struct EdgeLedger: Sendable {
     public func applySnapshots(_ db: any SQLDatabase, _ snapshots: [MemberSnapshot]) throws {
         for snapshot in snapshots {
             try applyMember(db, snapshot.record)
-            if let survivor = snapshot.mergedInto {
-                try db.run(
-                    "UPDATE members SET merged_into = ? WHERE id = ? AND merged_into IS NULL",
-                    [.uint(survivor.rawValue), .uint(snapshot.record.id.rawValue)])
-            }
+            if let survivor = snapshot.mergedInto { try markMerged(db, snapshot.record.id, into: survivor) }
             try applyEffects(db, snapshot.slots)
         }
+    }
+
+    /// The hub merged `merged` into `survivor`: its cards name the survivor from now on.
+    func markMerged(_ db: any SQLDatabase, _ merged: MemberID, into survivor: MemberID) throws {
+        try db.run(
+            "UPDATE members SET merged_into = ? WHERE id = ?", [.uint(survivor.rawValue), .uint(merged.rawValue)])
+    }
+
+    /// The record a member's points are on now: the survivor when the hub merged it.
+    func survivor(_ db: any SQLDatabase, of member: MemberID) throws -> MemberID {
+        try db.query(
+            "SELECT merged_into FROM members WHERE id = ? AND merged_into IS NOT NULL", [.uint(member.rawValue)]
+        )
+        .first.map { MemberID(rawValue: $0.uint(0)) } ?? member
     }
 
     /// Members as a store's starting state (a store set up with members exported from the

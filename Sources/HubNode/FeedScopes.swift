@@ -38,7 +38,9 @@ extension HubLedger {
                 """)
     }
 
-    /// Files the entries at feed places `from...to` under every partner serving their member.
+    /// Files the entries at feed places `from...to` under every partner serving their member
+    /// (run for every entry the hub takes in; `member_scope` is empty while scoping is off,
+    /// so it files nothing then).
     func fanOut(_ db: any SQLDatabase, from: UInt64, to: UInt64) throws {
         guard from <= to else { return }
         try db.run(
@@ -73,6 +75,13 @@ extension HubLedger {
             ON CONFLICT DO NOTHING
             """, [])
         try fanOut(db, from: 1, to: try nextFeedSequence(db) - 1)
+    }
+
+    /// When rules turn partner-group feeds off: stores get the whole feed again, and nothing
+    /// is filed per partner until scoping is turned on again (`startScoping` rebuilds it).
+    func stopScoping(_ db: any SQLDatabase) throws {
+        try db.run("DELETE FROM scope_feed", [])
+        try db.run("DELETE FROM member_scope", [])
     }
 
     /// After a merge from `store` (entries numbered from `firstFeed`): the store's partner

@@ -278,14 +278,14 @@ public struct HubLedger: Sendable {
             feed += 1
             high = entry.sequence
         }
-        try insert(db, accepted)
-        if let latest = accepted.map(\.0.timestamp).max() { try observe(db, latest) }
         let merged = accepted.map(\.0)
         let rules = merged.isEmpty ? nil : try currentRules(db)
         if (feedScope ?? rules?.feedScope)?.byPartnerGroup == true {
+            // Before the entries, so that they are filed under the partners this push adds.
             try recordScope(db, store: store, entries: merged, firstFeed: firstFeed)
-            try fanOut(db, from: firstFeed, to: feed - 1)
         }
+        try insert(db, accepted)
+        if let latest = accepted.map(\.0.timestamp).max() { try observe(db, latest) }
         try mergeMembers(db, after: merged)
         try place(db, after: merged, days: placementDays ?? rules?.placementDays ?? 0)
         return high
@@ -355,6 +355,9 @@ public struct HubLedger: Sendable {
                 return nil
             })
         try CounterSlots.apply(db, entries.flatMap(\.entry.effects))
+        if let first = entries.map(\.feed).min(), let last = entries.map(\.feed).max() {
+            try fanOut(db, from: first, to: last)
+        }
     }
 
     /// The feed after `after`, without the asking store's own entries. `upTo` covers every
@@ -364,7 +367,7 @@ public struct HubLedger: Sendable {
     public func feed(_ db: any SQLDatabase, after: UInt64, limit: Int, excluding store: NodeID, scopable: Bool)
         throws -> (entries: [FeedEntry], upTo: UInt64, more: Bool, snapshots: [MemberSnapshot]?)
     {
-        if scopable, let scope = try feedScope ?? currentRules(db)?.feedScope, scope.byPartnerGroup {
+        if scopable, case let scope = try currentScope(db), scope.byPartnerGroup {
             let feed = try scopedFeed(db, after: after, limit: limit, store: store, scope: scope)
             return (feed.entries, feed.upTo, feed.more, feed.snapshots)
         }
@@ -435,9 +438,7 @@ public struct HubLedger: Sendable {
         let entry = LogEntry(
             origin: .hub, sequence: sequence, timestamp: stamp, idempotencyKey: "", operation: operation,
             effects: effects)
-        let feed = try nextFeedSequence(db)
-        try insert(db, [(entry, feed)])
-        if try currentScope(db).byPartnerGroup { try fanOut(db, from: feed, to: feed) }
+        try insert(db, [(entry, try nextFeedSequence(db))])
         return entry
     }
 

@@ -181,6 +181,7 @@ extension HubLedger {
                 [.uint(version), .blob(document.signed(by: hub)), .uint(document.issuedAtMilliseconds)])
             // Partner-group feeds start from what every store holds now: the whole feed.
             if document.feedScope.byPartnerGroup && !scoped { try startScoping(db) }
+            if !document.feedScope.byPartnerGroup && scoped { try stopScoping(db) }
             return document
         }
     }

@@ -60,10 +60,16 @@ import Testing
     }
 
     func buy(_ store: Store, _ card: String, _ receipt: String) throws -> PurchaseReceipt {
+        try buy(db: store.db, ledger: store.ledger, receipt, card: card)
+    }
+
+    func buy(db: SQLiteConnection, ledger: EdgeLedger, _ receipt: String, card: String = Self.card) throws
+        -> PurchaseReceipt
+    {
         let request = PurchaseRequest(card: card, amountMinor: 200_000, redeemPoints: 0, lane: "1", receipt: receipt)
         guard
-            case .completed(let receipt) = try store.db.transaction({
-                try store.ledger.purchase(store.db, request, connectivity: .online(now: wallClockMilliseconds()))
+            case .completed(let receipt) = try db.transaction({
+                try ledger.purchase(db, request, connectivity: .online(now: wallClockMilliseconds()))
             })
         else { throw HubError("purchase refused") }
         return receipt
@@ -259,6 +265,19 @@ import Testing
         let rows = try hubDB.query("SELECT member, partner, since FROM member_scope")
         #expect(rows.map { [$0.uint(0), $0.uint(2)] } == [[member.id.rawValue, 0]])
         #expect(rows.first?.text(1) == "grocer")
+        #expect(try hubDB.scalar("SELECT COUNT(*) FROM scope_feed") == 1, "the registration, filed under grocer")
+
+        // Turned off, nothing is kept or filed per partner; turned on again, it is rebuilt.
+        _ = try hub.publishRules(hubDB, try RulesFile.parse("[feed]\nscope = \"all\""), hub: key)
+        _ = try buy(db: db, ledger: ledger, "A-1")
+        let more = try db.transaction { try ledger.preparePush(db, after: UInt64(push.count), limit: 100) }
+        _ = try hubDB.transaction { try hub.merge(hubDB, from: grocer.id, entries: more) }
+        #expect(try hubDB.scalar("SELECT COUNT(*) FROM member_scope") == 0)
+        #expect(try hubDB.scalar("SELECT COUNT(*) FROM scope_feed") == 0)
+        _ = try hub.publishRules(hubDB, try RulesFile.parse("[feed]\nscope = \"partner-group\""), hub: key)
+        let entries = try hubDB.scalar("SELECT COUNT(*) FROM entries") ?? 0
+        #expect(entries > 1)
+        #expect(try hubDB.scalar("SELECT COUNT(*) FROM scope_feed") == entries)
 
         #expect(throws: HubError.self) {
             _ = try RulesFile.parse("[feed]\nscope = \"everyone\"").document(

@@ -156,9 +156,23 @@ public struct EdgeLedger: Sendable {
     enum MetaKey: String {
         case hlc, feedWatermark = "feed_watermark", acknowledged = "hub_acked", releaseScan = "release_scan"
         case memberSerial = "member_serial"
+        /// Member records held (schema 7 keeps it with triggers on `members`).
+        case members
         /// 1 once this replica has applied a partner-group feed: it holds only some members,
         /// so a whole feed later (the rules turned scoping off) skips numbers of its origins.
         case sparse
+    }
+
+    /// The clock's last reading: the later of this store's last entry (its stamp is in the
+    /// log, so an append writes no clock row) and the last stamp observed from other nodes.
+    func lastClock(_ db: any SQLDatabase) throws -> HLCTimestamp {
+        let own = try db.query("SELECT hlc FROM log ORDER BY seq DESC LIMIT 1").first?.uint(0) ?? 0
+        return max(HLCTimestamp(rawValue: own), try observedClock(db))
+    }
+
+    /// The latest stamp observed in other nodes' entries (meta `hlc`).
+    func observedClock(_ db: any SQLDatabase) throws -> HLCTimestamp {
+        HLCTimestamp(rawValue: try meta(db, .hlc))
     }
 
     func meta(_ db: any SQLDatabase, _ key: MetaKey) throws -> UInt64 {
@@ -250,10 +264,10 @@ public struct EdgeLedger: Sendable {
         throws
         -> LogEntry
     {
-        let sequence = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0) + 1
-        var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))
+        let tail = try db.query("SELECT seq, hlc FROM log ORDER BY seq DESC LIMIT 1").first
+        let sequence = (tail?.uint(0) ?? 0) + 1
+        var clock = HybridLogicalClock(last: max(HLCTimestamp(rawValue: tail?.uint(1) ?? 0), try observedClock(db)))
         let stamp = try clock.now(wall: now())
-        try setMeta(db, .hlc, stamp.rawValue)
         let entry = LogEntry(
             origin: node, sequence: sequence, timestamp: stamp, idempotencyKey: key ?? "", operation: operation,
             effects: effects)
@@ -294,7 +308,7 @@ public struct EdgeLedger: Sendable {
         guard serial <= UInt64(UInt32.max) else { throw PosError.storage("member serials exhausted at this store") }
         try setMeta(db, .memberSerial, serial)
         let id = MemberID(origin: node, serial: UInt32(serial))
-        let stamp = HLCTimestamp(rawValue: try meta(db, .hlc))
+        let stamp = try lastClock(db)
         let record = MemberRecord(
             id: id, card: number.digits, phoneHash: hash, referrer: referrerID, registeredAt: stamp)
         // Bonuses are points earned here, written with the registration itself.
@@ -599,7 +613,7 @@ public struct EdgeLedger: Sendable {
             case .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)
-            var clock = HybridLogicalClock(last: HLCTimestamp(rawValue: try meta(db, .hlc)))
+            var clock = HybridLogicalClock(last: try lastClock(db))
             do throws(ClockError) {
                 try clock.observe(entry.timestamp, wall: now())
             } catch {
@@ -660,7 +674,7 @@ public struct EdgeLedger: Sendable {
             lastSequence: UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0),
             acknowledgedSequence: try meta(db, .acknowledged),
             feedWatermark: try meta(db, .feedWatermark),
-            members: try db.scalar("SELECT COUNT(*) FROM members") ?? 0)
+            members: Int64(bitPattern: try meta(db, .members)))
         status.partial = try meta(db, .sparse) == 1
         if let connectivity, !connectivity.online {
             status.exposure = try exposureUse(
@@ -680,10 +694,17 @@ public struct EdgeLedger: Sendable {
         return db
     }
 
+    /// The page size of a replica created by this build. A purchase changes about four pages
+    /// at random places (the member's counter slots, the receipt index, splits of either) and
+    /// each goes into the WAL whole at COMMIT: 1 KiB pages write a quarter of the bytes of
+    /// SQLite's 4 KiB default, and measured COMMITs are about 10 % shorter (`make bench-edge`).
+    /// A replica made with another size keeps it.
+    public static let pageSize = 1_024
+
     /// Opens (creating if needed) and migrates the edge database.
     public static func open(path: String) throws -> SQLiteConnection {
         let db = try SQLiteConnection(path: path)
-        try db.configureDurable()
+        try db.configureDurable(pageSize: pageSize)
         try EdgeSchema.migrator.migrate(db)
         return db
     }

@@ -95,5 +95,16 @@ enum EdgeSchema {
                 -- A record the hub merged into another of the same person: its cards name the survivor.
                 ALTER TABLE members ADD COLUMN merged_into INTEGER;
                 """),
+        .init(
+            version: 7,
+            sql: """
+                -- How many member records the replica holds, kept as they are written, so that
+                -- node.status does not count a million rows on the writer.
+                INSERT INTO meta(key, value) SELECT 'members', COUNT(*) FROM members;
+                CREATE TRIGGER members_counted AFTER INSERT ON members
+                BEGIN UPDATE meta SET value = value + 1 WHERE key = 'members'; END;
+                CREATE TRIGGER members_uncounted AFTER DELETE ON members
+                BEGIN UPDATE meta SET value = value - 1 WHERE key = 'members'; END;
+                """),
     ])
 }

@@ -345,10 +345,14 @@ final class PosService {
                 if let since = uplink.offlineSince { fields["offlineForMs"] = .int(Int64(now - since)) }
                 if let contact = uplink.lastContact { fields["syncLagMs"] = .int(Int64(now - contact)) }
                 let writes = writer.statistics
+                let checkpoints = writer.checkpointStatistics
                 fields["writer"] = .object([
                     "transactions": .int(Int64(writes.transactions)), "jobs": .int(Int64(writes.jobs)),
                     "busyMs": .int(Int64(writes.busyNanoseconds / 1_000_000)),
                     "commitMs": .int(Int64(writes.commitNanoseconds / 1_000_000)),
+                    "checkpoints": .int(Int64(checkpoints.checkpoints)),
+                    "checkpointMs": .int(Int64(checkpoints.nanoseconds / 1_000_000)),
+                    "walFrames": .int(checkpoints.walFrames),
                 ])
                 let resume = uplink.resumePosition
                 fields["sync"] = .object([

@@ -86,8 +86,10 @@ public final class SQLiteConnection: @unchecked Sendable {
         sqlite3_busy_timeout(db, 5_000)
     }
 
-    /// The durable defaults: WAL, synchronous=FULL, foreign keys on.
-    public func configureDurable() throws(SQLiteError) {
+    /// The durable defaults: WAL, synchronous=FULL, foreign keys on. `pageSize` applies to a
+    /// database being created (an existing one keeps the size it was made with).
+    public func configureDurable(pageSize: Int? = nil) throws(SQLiteError) {
+        if let pageSize { try execute("PRAGMA page_size=\(pageSize)") }
         try execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
     }
 

@@ -99,6 +99,41 @@ func temporaryPath(_ name: String) -> String {
         #expect(try check.scalar("SELECT COUNT(*) FROM t WHERE k % 50 = 0") == 0)
     }
 
+    /// Checkpoints run on their own connection and thread while the writer keeps committing:
+    /// the rows reach the database file itself and none is lost.
+    @Test func checkpointsCopyTheWALIntoTheDatabaseFileBesideTheWriter() throws {
+        let path = temporaryPath("checkpoint.sqlite")
+        let db = try SQLiteConnection(path: path)
+        try db.configureDurable()
+        try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+        let emptySize = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+        let loop = try EventLoop()
+        let writer = try DatabaseWriter(loop: loop, connection: db)
+        let total = 300
+        var done = 0
+        // One job at a time, so each is a transaction of its own.
+        func next() {
+            let key = done
+            writer.submit({ db in
+                try db.run("INSERT INTO t VALUES (?, ?)", [.int(key), .blob([UInt8](repeating: 1, count: 2_000))])
+            }) { result in
+                if case .failure = result { Issue.record("job \(done) failed") }
+                done += 1
+                if done == total { loop.stop() } else { next() }
+            }
+        }
+        next()
+        loop.run()
+        writer.close()
+        loop.shutdown()
+        let checkpoints = writer.checkpointStatistics
+        #expect(checkpoints.checkpoints > 0, "the writer asked for checkpoints every 64 transactions")
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+        #expect(size > emptySize + 200 * 2_000, "the pages reached the database file (\(emptySize) -> \(size) bytes)")
+        let check = try SQLiteConnection(path: path)
+        #expect(try check.scalar("SELECT COUNT(*) FROM t") == Int64(total))
+    }
+
     struct HarnessFailure: Error {}
 }
 

@@ -1,0 +1,91 @@
+import Foundation
+
+/// Copies a WAL database's committed pages back into the database file on a connection and a
+/// thread of its own. A checkpoint writes pages at random places and fsyncs the database
+/// file; on the writer it would stall every POS operation waiting for the next commit, so the
+/// writer only asks for one (`request`) and goes on committing while it runs. WAL mode lets
+/// a checkpoint and a write transaction run at once.
+final class Checkpointer: Sendable {
+    private final class Shared: @unchecked Sendable {
+        // @unchecked: fields are read and written only while `condition` is locked.
+        let condition = NSCondition()
+        var requested = false
+        var stopping = false
+        var checkpoints: UInt64 = 0
+        var nanoseconds: UInt64 = 0
+        var walFrames: Int64 = 0
+    }
+
+    private let shared = Shared()
+    private let done = DispatchSemaphore(value: 0)
+
+    /// Opens its own connection to the database at `path`; nil for an in-memory database,
+    /// which has no WAL.
+    init?(path: String) {
+        guard !path.isEmpty, path != ":memory:", !path.hasPrefix("file::memory:"),
+            let connection = try? SQLiteConnection(path: path)
+        else { return nil }
+        let shared = self.shared
+        let done = self.done
+        let thread = Thread {
+            Checkpointer.run(connection, shared)
+            connection.close()
+            done.signal()
+        }
+        thread.name = "db-checkpoint"
+        thread.start()
+    }
+
+    /// Asks for a checkpoint soon; returns at once. Requests made while one runs are folded
+    /// into the next.
+    func request() {
+        shared.condition.lock()
+        shared.requested = true
+        shared.condition.signal()
+        shared.condition.unlock()
+    }
+
+    /// Checkpoints run, the time they took, and the WAL's length in frames at the last one.
+    var statistics: (checkpoints: UInt64, nanoseconds: UInt64, walFrames: Int64) {
+        shared.condition.lock()
+        defer { shared.condition.unlock() }
+        return (shared.checkpoints, shared.nanoseconds, shared.walFrames)
+    }
+
+    /// Finishes a checkpoint in progress and ends the thread.
+    func stop() {
+        shared.condition.lock()
+        guard !shared.stopping else {
+            shared.condition.unlock()
+            return
+        }
+        shared.stopping = true
+        shared.condition.signal()
+        shared.condition.unlock()
+        done.wait()
+    }
+
+    private static func run(_ db: SQLiteConnection, _ shared: Shared) {
+        while true {
+            shared.condition.lock()
+            while !shared.requested && !shared.stopping { shared.condition.wait() }
+            if shared.stopping {
+                shared.condition.unlock()
+                return
+            }
+            shared.requested = false
+            shared.condition.unlock()
+            let started = DispatchTime.now().uptimeNanoseconds
+            // PASSIVE never waits for the writer; what is committed meanwhile waits for the
+            // next request. A failure (the disk full, say) leaves the pages in the WAL, where
+            // they are as durable, and the writer's own checkpoint tries again.
+            let result = try? db.query("PRAGMA wal_checkpoint(PASSIVE)").first
+            let elapsed = DispatchTime.now().uptimeNanoseconds - started
+            shared.condition.lock()
+            shared.checkpoints += 1
+            shared.nanoseconds += elapsed
+            if let result, result.values.count == 3 { shared.walFrames = result.int(1) }
+            shared.condition.unlock()
+        }
+    }
+}

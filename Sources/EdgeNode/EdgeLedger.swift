@@ -561,6 +561,9 @@ public struct EdgeLedger: Sendable {
         let gapsExpected = try snapshots != nil || meta(db, .sparse) == 1
         var clockErrors: [ClockError] = []
         var highs: [NodeID: UInt64] = [:]
+        // The clock observes every entry and is stored once, after the batch.
+        var clock = HybridLogicalClock(last: try lastClock(db))
+        let clockBefore = clock.last
         for feed in entries {
             let entry = feed.entry
             guard entry.origin != node else { continue }
@@ -613,15 +616,13 @@ public struct EdgeLedger: Sendable {
             case .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)
-            var clock = HybridLogicalClock(last: try lastClock(db))
             do throws(ClockError) {
                 try clock.observe(entry.timestamp, wall: now())
             } catch {
                 clockErrors.append(error)
-                continue
             }
-            try setMeta(db, .hlc, clock.last.rawValue)
         }
+        if clock.last > clockBefore { try setMeta(db, .hlc, clock.last.rawValue) }
         if upTo > (try meta(db, .feedWatermark)) { try setMeta(db, .feedWatermark, upTo) }
         return clockErrors
     }

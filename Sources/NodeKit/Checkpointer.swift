@@ -69,7 +69,8 @@ final class Checkpointer: Sendable {
         while true {
             shared.condition.lock()
             while !shared.requested && !shared.stopping { shared.condition.wait() }
-            if shared.stopping {
+            // A request made before the writer stopped is still carried out.
+            if !shared.requested {
                 shared.condition.unlock()
                 return
             }

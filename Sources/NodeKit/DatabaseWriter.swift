@@ -126,16 +126,17 @@ public final class DatabaseWriter {
         // Checkpoints copy the WAL into the database and fsync it; left to SQLite they run
         // inside a POS operation's COMMIT. The checkpoint thread runs them, asked every
         // `requestEvery` transactions, or when the writer goes idle after at least
-        // `idleRequestAfter` (asking at every short pause would keep a checkpoint running
-        // beside every transaction, competing for the CPU the loop needs). It cannot finish
+        // `idleRequestAfter`. (Asking more often was measured: a page rewritten by many
+        // transactions is copied many times, and the extra database fsyncs lengthen the
+        // WAL's.) It cannot finish
         // while commits keep landing, and the WAL starts over from its beginning only once
         // every frame is copied, so under continuous load the writer copies the last few
         // itself every `checkpointEvery` transactions. Without a checkpoint thread (an
         // in-memory database) the writer runs them all.
         let sqlite = db.dialect == .sqlite
         if sqlite { try? db.execute("PRAGMA wal_autocheckpoint = 0") }
-        let requestEvery = 64
-        let idleRequestAfter = 16
+        let requestEvery = 1_000
+        let idleRequestAfter = 200
         let checkpointEvery = checkpointer == nil ? 1_000 : 2_048
         var sinceCheckpoint = 0
         var sinceRequest = 0

@@ -127,7 +127,7 @@ func temporaryPath(_ name: String) -> String {
         writer.close()
         loop.shutdown()
         let checkpoints = writer.checkpointStatistics
-        #expect(checkpoints.checkpoints > 0, "the writer asked for checkpoints every 64 transactions")
+        #expect(checkpoints.checkpoints > 0, "the writer asked for a checkpoint when idle after 200 transactions")
         let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
         #expect(size > emptySize + 200 * 2_000, "the pages reached the database file (\(emptySize) -> \(size) bytes)")
         let check = try SQLiteConnection(path: path)

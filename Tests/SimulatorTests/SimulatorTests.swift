@@ -49,6 +49,32 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         #expect(try run() == first)
     }
 
+    /// Out-of-range world options are refused before anything runs, with the option named.
+    @Test(arguments: [
+        (["--stores", "0"], "--stores must be 1 to 2,000"),
+        (["--stores", "2001"], "--stores must be 1 to 2,000"),
+        (["--members=-1"], "--members must be 0 to 10,000,000"),
+        (["--days", "0"], "--days must be above 0 and at most 30"),
+        (["--days", "31"], "--days must be above 0 and at most 30"),
+        (["--partners", "0"], "--partners must be 1 to 100,000"),
+        (["--sync-interval-ms", "99"], "--sync-interval-ms must be 100 to 3,600,000"),
+        (["--sync-interval-ms", "3600001"], "--sync-interval-ms must be 100 to 3,600,000"),
+        (["--sync-interval-ms", "soon"], "--sync-interval-ms"),
+    ])
+    func badWorldOptionsAreRefusedWithTheirName(options: [String], message: String) throws {
+        let process = Process()
+        process.executableURL = LocalCluster.locateBinaries().appendingPathComponent("simulate")
+        process.arguments = ["run", "--seed", "1"] + options
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = Pipe()
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        #expect(text.contains(message), "\(text)")
+    }
+
     @Test(arguments: 1...8 as ClosedRange<UInt64>)
     func everyInvariantHoldsAcrossASweepOfSeeds(seed: UInt64) throws {
         let summary = try Simulation(smallWorld(seed)).run()

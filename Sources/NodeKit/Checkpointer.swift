@@ -22,8 +22,10 @@ final class Checkpointer: Sendable {
     /// Opens its own connection to the database at `path`; nil for an in-memory database,
     /// which has no WAL.
     init?(path: String) {
+        // synchronous=FULL here too: the checkpoint fsyncs the WAL before copying it and the
+        // database file after, so the WAL can start over only once the copy is durable.
         guard !path.isEmpty, path != ":memory:", !path.hasPrefix("file::memory:"),
-            let connection = try? SQLiteConnection(path: path)
+            let connection = try? SQLiteConnection(path: path), (try? connection.configureDurable()) != nil
         else { return nil }
         let shared = self.shared
         let done = self.done

@@ -8,7 +8,8 @@
 //     transaction from one thread (always 8 ready, which no set of 8 waiting lanes reaches).
 //     The disk's speed drifts from second to second on this machine, so the three run in
 //     turn for BENCH_ROUNDS rounds (5) and medians are compared.
-//     BENCH_LANES and BENCH_MEMBERS change the lane count and replica size.
+//     BENCH_LANES and BENCH_MEMBERS change the lane count and replica size; BENCH_LEDGER_COUNT
+//     the in-process purchases, and BENCH_LEDGER_ONLY stops after them (for profiling).
 //  3. Latency at a steady 1,000 purchases/s.
 import EdgeNode
 import Foundation
@@ -64,11 +65,12 @@ do {
 // The writer's own work for a purchase (SQL reads and writes, no JSON, TCP or commit): 2,000
 // purchases in one transaction that is rolled back, so the replica the node opens is unchanged.
 var ledgerMicroseconds = 0.0
+let ledgerPurchases = Int(ProcessInfo.processInfo.environment["BENCH_LEDGER_COUNT"] ?? "2000")!
 do {
     let db = try EdgeLedger.open(path: data.appendingPathComponent("edge.sqlite").path)
     var phoneKey = [UInt8](repeating: 7, count: 32)
     let ledger = EdgeLedger(node: NodeID(1), rules: PartnerRules(), phoneKey: SecretBytes(consuming: &phoneKey))
-    let count = Int(ProcessInfo.processInfo.environment["BENCH_LEDGER_COUNT"] ?? "2000")!
+    let count = ledgerPurchases
     try db.execute("BEGIN IMMEDIATE")
     let start = now()
     for index in 0..<count {
@@ -363,7 +365,7 @@ if let writer = try probe.call("node.status")["writer"] {
 }
 report(
     "ledger work per purchase, in-process", ledgerMicroseconds, "us",
-    "SQL reads and writes only (no JSON, TCP or commit); 2,000 purchases")
+    "SQL reads and writes only (no JSON, TCP or commit); \(ledgerPurchases) purchases")
 report(
     "writer time per purchase in the 8-lane run, before COMMIT", Double(busy - commit) * 1000 / Double(max(jobs, 1)),
     "us", "the jobs' SQL and savepoints")

@@ -163,16 +163,17 @@ public struct EdgeLedger: Sendable {
         case sparse
     }
 
-    /// The clock's last reading: the later of this store's last entry (its stamp is in the
-    /// log, so an append writes no clock row) and the last stamp observed from other nodes.
-    func lastClock(_ db: any SQLDatabase) throws -> HLCTimestamp {
-        let own = try db.query("SELECT hlc FROM log ORDER BY seq DESC LIMIT 1").first?.uint(0) ?? 0
-        return max(HLCTimestamp(rawValue: own), try observedClock(db))
+    /// This store's last log entry: its sequence number and stamp (zeros before the first).
+    func logTail(_ db: any SQLDatabase) throws -> (sequence: UInt64, stamp: HLCTimestamp) {
+        let row = try db.query("SELECT seq, hlc FROM log ORDER BY seq DESC LIMIT 1").first
+        return (row?.uint(0) ?? 0, HLCTimestamp(rawValue: row?.uint(1) ?? 0))
     }
 
-    /// The latest stamp observed in other nodes' entries (meta `hlc`).
-    func observedClock(_ db: any SQLDatabase) throws -> HLCTimestamp {
-        HLCTimestamp(rawValue: try meta(db, .hlc))
+    /// The clock's last reading: the later of this store's last entry (its stamp is in the
+    /// log, so an append writes no clock row) and the last stamp observed in other nodes'
+    /// entries (meta `hlc`). `ownLast` saves reading the log tail when the caller has it.
+    func lastClock(_ db: any SQLDatabase, ownLast: HLCTimestamp? = nil) throws -> HLCTimestamp {
+        max(try ownLast ?? logTail(db).stamp, HLCTimestamp(rawValue: try meta(db, .hlc)))
     }
 
     func meta(_ db: any SQLDatabase, _ key: MetaKey) throws -> UInt64 {
@@ -264,9 +265,9 @@ public struct EdgeLedger: Sendable {
         throws
         -> LogEntry
     {
-        let tail = try db.query("SELECT seq, hlc FROM log ORDER BY seq DESC LIMIT 1").first
-        let sequence = (tail?.uint(0) ?? 0) + 1
-        var clock = HybridLogicalClock(last: max(HLCTimestamp(rawValue: tail?.uint(1) ?? 0), try observedClock(db)))
+        let tail = try logTail(db)
+        let sequence = tail.sequence + 1
+        var clock = HybridLogicalClock(last: try lastClock(db, ownLast: tail.stamp))
         let stamp = try clock.now(wall: now())
         let entry = LogEntry(
             origin: node, sequence: sequence, timestamp: stamp, idempotencyKey: key ?? "", operation: operation,
@@ -672,7 +673,7 @@ public struct EdgeLedger: Sendable {
 
     public func status(_ db: any SQLDatabase, connectivity: Connectivity? = nil) throws -> LedgerStatus {
         var status = LedgerStatus(
-            lastSequence: UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0),
+            lastSequence: try logTail(db).sequence,
             acknowledgedSequence: try meta(db, .acknowledged),
             feedWatermark: try meta(db, .feedWatermark),
             members: Int64(bitPattern: try meta(db, .members)))

@@ -124,34 +124,30 @@ public final class DatabaseWriter {
         maxBatch: Int
     ) {
         // Checkpoints copy the WAL into the database and fsync it; left to SQLite they run
-        // inside a POS operation's COMMIT. The checkpoint thread runs them, asked every
-        // `requestEvery` transactions, or when the writer goes idle after at least
-        // `idleRequestAfter`. (Asking more often was measured: a page rewritten by many
+        // inside a POS operation's COMMIT. One is due every `checkpointEvery` transactions,
+        // or when the writer goes idle after at least `idleCheckpointAfter`, and the
+        // checkpoint thread runs it. (Asking more often was measured: a page rewritten by many
         // transactions is copied many times, and the extra database fsyncs lengthen the
-        // WAL's.) It cannot finish
-        // while commits keep landing, and the WAL starts over from its beginning only once
-        // every frame is copied, so under continuous load the writer copies the last few
-        // itself every `checkpointEvery` transactions. Without a checkpoint thread (an
-        // in-memory database) the writer runs them all.
+        // WAL's.) It cannot finish while commits keep landing, and the WAL starts over from
+        // its beginning only once every frame is copied, so under continuous load the writer
+        // copies the last few itself every `restartEvery` transactions. Without a checkpoint
+        // thread (an in-memory database) the writer runs each due checkpoint itself.
         let sqlite = db.dialect == .sqlite
         if sqlite { try? db.execute("PRAGMA wal_autocheckpoint = 0") }
-        let requestEvery = 1_000
-        let idleRequestAfter = 200
-        let checkpointEvery = checkpointer == nil ? 1_000 : 2_048
+        let checkpointEvery = 1_000
+        let idleCheckpointAfter = 200
+        let restartEvery = 2_048
+        func checkpointHere() { _ = try? db.query("PRAGMA wal_checkpoint(PASSIVE)") }
+        func checkpointDue() { if let checkpointer { checkpointer.request() } else { checkpointHere() } }
         var sinceCheckpoint = 0
-        var sinceRequest = 0
+        var sinceRestart = 0
         while true {
             shared.condition.lock()
-            if sqlite && shared.pending.isEmpty && !shared.stopping {
-                if let checkpointer, sinceRequest >= idleRequestAfter {
-                    checkpointer.request()
-                    sinceRequest = 0
-                } else if checkpointer == nil && sinceCheckpoint >= 200 {
-                    shared.condition.unlock()
-                    _ = try? db.query("PRAGMA wal_checkpoint(PASSIVE)")
-                    sinceCheckpoint = 0
-                    shared.condition.lock()
-                }
+            if sqlite && shared.pending.isEmpty && !shared.stopping && sinceCheckpoint >= idleCheckpointAfter {
+                shared.condition.unlock()
+                checkpointDue()
+                sinceCheckpoint = 0
+                shared.condition.lock()
             }
             while shared.pending.isEmpty && !shared.stopping { shared.condition.wait() }
             if shared.pending.isEmpty {
@@ -162,15 +158,15 @@ public final class DatabaseWriter {
             shared.pending.removeFirst(batch.count)
             shared.condition.unlock()
 
-            if sqlite && sinceCheckpoint >= checkpointEvery {
-                _ = try? db.query("PRAGMA wal_checkpoint(PASSIVE)")
+            if sqlite && checkpointer != nil && sinceRestart >= restartEvery {
+                checkpointHere()
+                (sinceRestart, sinceCheckpoint) = (0, 0)
+            } else if sqlite && sinceCheckpoint >= checkpointEvery {
+                checkpointDue()
                 sinceCheckpoint = 0
-            } else if let checkpointer, sinceRequest >= requestEvery {
-                checkpointer.request()
-                sinceRequest = 0
             }
             sinceCheckpoint += 1
-            sinceRequest += 1
+            sinceRestart += 1
             let started = DispatchTime.now().uptimeNanoseconds
             var commitStarted = started
             var outcomes: [(id: UInt64, outcome: Outcome)] = []

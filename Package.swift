@@ -29,13 +29,17 @@ let package = Package(
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // A pass-through SQLite VFS that writes each commit's WAL frames in one system call.
+        .target(name: "CWALBatch", dependencies: ["CSQLite"]),
 
         // Sans-IO core: counters, clocks, wire format, channel and session state machines.
         .target(name: "SyncProtocol", dependencies: ["CSodium"]),
         // I/O runtime shared by edge and hub: libuv loop, SQLite writer thread, line framing.
         .target(
             name: "NodeKit",
-            dependencies: ["CLibUV", "CSQLite", "SyncProtocol", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "CLibUV", "CSQLite", "CWALBatch", "SyncProtocol", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "EdgeNode",

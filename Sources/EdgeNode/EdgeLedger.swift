@@ -706,8 +706,7 @@ public struct EdgeLedger: Sendable {
 
     /// Opens (creating if needed) and migrates the edge database.
     public static func open(path: String) throws -> SQLiteConnection {
-        let db = try SQLiteConnection(path: path)
-        try db.configureDurable(pageSize: pageSize)
+        let db = try SQLiteConnection.openDurable(path: path, pageSize: pageSize)
         try EdgeSchema.migrator.migrate(db)
         return db
     }

@@ -179,8 +179,7 @@ public struct HubLedger: Sendable {
 
     /// Opens (creating if needed) and migrates the hub database.
     public static func open(path: String) throws -> SQLiteConnection {
-        let db = try SQLiteConnection(path: path)
-        try db.configureDurable()
+        let db = try SQLiteConnection.openDurable(path: path)
         try migrator.migrate(db)
         return db
     }

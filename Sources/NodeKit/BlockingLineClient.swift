@@ -9,6 +9,7 @@ import Foundation
 public final class BlockingLineClient {
     private var descriptor: Int32 = -1
     private var pending: [UInt8] = []
+    private var chunk = [UInt8](repeating: 0, count: 4096)
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -88,7 +89,8 @@ public final class BlockingLineClient {
     }
 
     public func send(line: String) throws {
-        let bytes = Array((line + "\n").utf8)
+        var bytes = Array(line.utf8)
+        bytes.append(10)
         var offset = 0
         while offset < bytes.count {
             let written = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, 0) }
@@ -100,13 +102,18 @@ public final class BlockingLineClient {
 
     /// Reads up to the next newline.
     public func readLine() throws -> String {
-        var chunk = [UInt8](repeating: 0, count: 4096)
+        var scanned = 0
         while true {
-            if let newline = pending.firstIndex(of: 10) {
-                let line = Array(pending[..<newline])
-                pending.removeFirst(newline + 1)
-                return String(decoding: line, as: UTF8.self)
+            if let newline = pending[scanned...].firstIndex(of: 10) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                if newline + 1 == pending.count {
+                    pending.removeAll(keepingCapacity: true)
+                } else {
+                    pending.removeFirst(newline + 1)
+                }
+                return line
             }
+            scanned = pending.count
             let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
             if count < 0 && errno == EINTR { continue }  // a signal (a child process ending) is not a failure
             guard count > 0 else {

@@ -33,29 +33,48 @@ public enum CounterSlots {
     /// Raises each written slot to its value if that is larger. Writes to one slot are
     /// folded first (the largest wins), so each slot is one row of one statement.
     public static func apply(_ db: any SQLDatabase, _ effects: [SlotWrite]) throws {
-        var rows: [[SQLValue]] = []
-        var index: [SlotRow: Int] = [:]
+        guard !effects.isEmpty else { return }
+        var rows: [(key: SlotRow, value: UInt64)] = []
+        rows.reserveCapacity(effects.count)
+        // A store's operation writes a slot or two: a linear search folds them. A hub merge
+        // or a feed batch writes thousands: a dictionary does.
+        var index: [SlotRow: Int]? = effects.count > 8 ? [:] : nil
         for effect in effects {
             let key = SlotRow(
                 member: effect.member.rawValue, account: effect.account.rawValue, kind: effect.slot.kind.rawValue,
                 from: effect.slot.from.rawValue, to: effect.slot.to.rawValue)
-            if let at = index[key] {
-                if effect.value > UInt64(bitPattern: rows[at][5].integer) { rows[at][5] = .uint(effect.value) }
+            let at = index != nil ? index![key] : rows.firstIndex { $0.key == key }
+            if let at {
+                rows[at].value = max(rows[at].value, effect.value)
                 continue
             }
-            index[key] = rows.count
-            rows.append([
-                .uint(key.member), .int(Int(key.account)), .int(Int(key.kind)), .int(Int(key.from)),
-                .int(Int(key.to)), .uint(effect.value),
-            ])
+            index?[key] = rows.count
+            rows.append((key, effect.value))
         }
-        try db.insert(
-            "INSERT INTO slots(member, account, kind, from_node, to_node, value)", values: "(?, ?, ?, ?, ?, ?)",
-            suffix: """
-                ON CONFLICT(member, account, kind, from_node, to_node) \
-                DO UPDATE SET value = \(db.greatest("slots.value", "excluded.value"))
-                """, rows: rows)
+        func values(_ row: (key: SlotRow, value: UInt64)) -> [SQLValue] {
+            [
+                .uint(row.key.member), .int(Int(row.key.account)), .int(Int(row.key.kind)), .int(Int(row.key.from)),
+                .int(Int(row.key.to)), .uint(row.value),
+            ]
+        }
+        switch db.dialect {
+        case .sqlite:
+            // One cached statement per row; the text is built once, not for every call.
+            for row in rows { try db.run(upsertSQLite, values(row)) }
+        case .postgres:
+            try db.insert(
+                "INSERT INTO slots(member, account, kind, from_node, to_node, value)", values: "(?, ?, ?, ?, ?, ?)",
+                suffix: """
+                    ON CONFLICT(member, account, kind, from_node, to_node) \
+                    DO UPDATE SET value = \(db.greatest("slots.value", "excluded.value"))
+                    """, rows: rows.map(values))
+        }
     }
+
+    private static let upsertSQLite = """
+        INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?) \
+        ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
+        """
 
     private struct SlotRow: Hashable {
         var member: UInt64

@@ -48,8 +48,8 @@ for push in pushes { _ = try hubDB.transaction { try ledger.merge(hubDB, from: p
 let mergeRate = Double(total) / (now() - start)
 
 // Raw: the same rows (entry blobs and slot upserts) with prepared statements, same batches.
-let rawDB = try SQLiteConnection(path: work.appendingPathComponent("raw.sqlite").path)
-try rawDB.configureDurable()
+// The hub's storage set-up: WAL, synchronous=FULL, batched WAL writes.
+let rawDB = try SQLiteConnection.openDurable(path: work.appendingPathComponent("raw.sqlite").path)
 try rawDB.execute(
     """
     CREATE TABLE entries (origin INTEGER NOT NULL, seq INTEGER NOT NULL, feed_seq INTEGER NOT NULL UNIQUE,

@@ -76,7 +76,12 @@ final class PosService {
     func handle(
         line: [UInt8], connection: ObjectIdentifier, reply: @escaping (String) -> Void, finished: @escaping () -> Void
     ) {
-        if let request = try? JSONValue.parse(line), request["method"] == .string("lane.attach") {
+        // Parsed once here; every method but lane.attach goes on with the parsed request.
+        guard let request = try? JSONValue.parse(line) else {
+            handle(line: line, reply: reply, finished: finished)
+            return
+        }
+        if request["method"] == .string("lane.attach") {
             defer { finished() }
             guard let lane = try? Params.string(request["params"] ?? .null, "lane") else {
                 reply(Self.response(id: request["id"] ?? .null, error: .invalidParams("lane.attach needs a 'lane'")))
@@ -86,7 +91,7 @@ final class PosService {
             if let id = request["id"] { reply(Self.response(id: id, result: .object(["lane": .string(lane)]))) }
             return
         }
-        handle(line: line, reply: reply, finished: finished)
+        handle(request: request, reply: reply, finished: finished)
     }
 
     /// Handles one request line; `reply` gets the response line (nothing for notifications);
@@ -98,6 +103,10 @@ final class PosService {
             finished()
             return
         }
+        handle(request: request, reply: reply, finished: finished)
+    }
+
+    private func handle(request: JSONValue, reply: @escaping (String) -> Void, finished: @escaping () -> Void) {
         guard case .object(let fields) = request, fields["jsonrpc"] == .string("2.0"),
             let method = fields["method"]?.stringValue
         else {

@@ -8,7 +8,7 @@
 //     concurrency, without JSON, TCP or ledger work), and, as the ceiling, 8 rows per
 //     transaction from one thread (always 8 ready, which no set of 8 waiting lanes reaches).
 //     The disk's speed drifts from second to second on this machine, so the three run in
-//     turn for BENCH_ROUNDS rounds (5) and medians are compared.
+//     turn for BENCH_ROUNDS rounds (7) and medians are compared.
 //     BENCH_LANES and BENCH_MEMBERS change the lane count and replica size; BENCH_LEDGER_COUNT
 //     the in-process purchases, and BENCH_LEDGER_ONLY stops after them (for profiling).
 //  3. Latency at a steady 1,000 purchases/s.
@@ -328,7 +328,7 @@ func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
 }
-let rounds = Int(ProcessInfo.processInfo.environment["BENCH_ROUNDS"] ?? "5")!
+let rounds = Int(ProcessInfo.processInfo.environment["BENCH_ROUNDS"] ?? "7")!
 var nodeRates: [Double] = []
 var concurrentRates: [Double] = []
 var rowsPerCommit: [Double] = []

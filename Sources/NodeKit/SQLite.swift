@@ -85,7 +85,8 @@ public final class SQLiteConnection: @unchecked Sendable {
     public init(path: String, readOnly: Bool = false, batchedWAL: Bool = false) throws(SQLiteError) {
         self.path = path
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-        let batched = batchedWAL && !readOnly && loyalty_wal_batch_register() == SQLITE_OK
+        let inMemory = path.isEmpty || path == ":memory:" || path.hasPrefix("file::memory:")
+        let batched = batchedWAL && !readOnly && !inMemory && loyalty_wal_batch_register() == SQLITE_OK
         self.batchedWAL = batched
         let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, batched ? loyalty_wal_batch_name : nil)
         guard rc == SQLITE_OK else {
@@ -108,7 +109,9 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// Refuses, on a batched-WAL connection, a statement that would stop SQLite syncing the
     /// WAL at every commit (checked when a statement is first prepared, not on every run).
     private func checkSynchronous(_ sql: String) throws(SQLiteError) {
-        guard batchedWAL else { return }
+        guard batchedWAL, sql.utf8.contains(where: { $0 == UInt8(ascii: "=") || $0 == UInt8(ascii: "(") }),
+            sql.lowercased().contains("synchronous")
+        else { return }
         let normalized = String(sql.lowercased().filter { !$0.isWhitespace })
         for setting in ["synchronous=", "synchronous("] {
             var rest = normalized[...]

@@ -19,6 +19,8 @@ import Testing
         #expect(try db.query("PRAGMA journal_mode").first?.text(0) == "wal")
         #expect(try db.scalar("PRAGMA synchronous") == 2)
         #expect(try SQLiteConnection(path: temporaryPath("plain.sqlite")).batchedWAL == false)
+        // An in-memory database has no WAL to batch.
+        #expect(try SQLiteConnection.openDurable(path: ":memory:").batchedWAL == false)
     }
 
     @Test func aCommitIsVisibleToAnotherConnectionAtOnce() throws {

@@ -18,6 +18,8 @@ final class Checkpointer: Sendable {
 
     private let shared = Shared()
     private let done = DispatchSemaphore(value: 0)
+    /// Passes one request may run (see `run`).
+    static let passes = 4
 
     /// Opens its own connection to the database at `path`; nil for an in-memory database,
     /// which has no WAL.
@@ -79,15 +81,28 @@ final class Checkpointer: Sendable {
             shared.requested = false
             shared.condition.unlock()
             let started = DispatchTime.now().uptimeNanoseconds
-            // PASSIVE never waits for the writer; what is committed meanwhile waits for the
-            // next request. A failure (the disk full, say) leaves the pages in the WAL, where
-            // they are as durable, and the writer's own checkpoint tries again.
-            let result = try? db.query("PRAGMA wal_checkpoint(PASSIVE)").first
+            // PASSIVE never waits for the writer. What was committed meanwhile is copied by
+            // up to `passes` more passes, each shorter than the last while the writer commits
+            // less than a pass copies: once every frame is copied, the writer's next commit
+            // starts the WAL over, and the writer's own copy (DatabaseWriter) finds little
+            // left. A failure (the disk full, say) leaves the pages in the WAL, where they
+            // are as durable, and the writer's own checkpoint tries again.
+            var result: SQLRow?
+            for _ in 0..<Self.passes {
+                guard let pass = try? db.query("PRAGMA wal_checkpoint(PASSIVE)").first, pass.values.count == 3 else {
+                    break
+                }
+                let copiedBefore = result?.int(2) ?? -1
+                result = pass
+                // Done when every frame is copied, when the writer holds the WAL (busy), or
+                // when a pass copied nothing new.
+                if pass.int(0) != 0 || pass.int(1) == pass.int(2) || pass.int(2) == copiedBefore { break }
+            }
             let elapsed = DispatchTime.now().uptimeNanoseconds - started
             shared.condition.lock()
             shared.checkpoints += 1
             shared.nanoseconds += elapsed
-            if let result, result.values.count == 3 { shared.walFrames = result.int(1) }
+            if let result { shared.walFrames = result.int(1) }
             shared.condition.unlock()
         }
     }

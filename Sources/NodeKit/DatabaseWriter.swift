@@ -128,15 +128,20 @@ public final class DatabaseWriter {
         // or when the writer goes idle after at least `idleCheckpointAfter`, and the
         // checkpoint thread runs it. (Asking more often was measured: a page rewritten by many
         // transactions is copied many times, and the extra database fsyncs lengthen the
-        // WAL's.) It cannot finish while commits keep landing, and the WAL starts over from
-        // its beginning only once every frame is copied, so under continuous load the writer
-        // copies the last few itself every `restartEvery` transactions. Without a checkpoint
-        // thread (an in-memory database) the writer runs each due checkpoint itself.
+        // WAL's.) The WAL starts over from its beginning only once every frame is copied; the
+        // checkpoint thread gets there by running a few passes, each copying what was
+        // committed during the last, unless the writer commits faster than a pass copies.
+        // Then the WAL grows, and once it holds `restartFrames` frames the writer copies the
+        // last few itself (every `restartEvery` transactions at most): a stall of a few
+        // milliseconds to tens of milliseconds, so not done while the thread keeps up.
+        // Without a checkpoint thread (an in-memory database) the writer runs each due
+        // checkpoint itself.
         let sqlite = db.dialect == .sqlite
         if sqlite { try? db.execute("PRAGMA wal_autocheckpoint = 0") }
         let checkpointEvery = 1_000
         let idleCheckpointAfter = 200
         let restartEvery = 2_048
+        let restartFrames: Int64 = 16_384
         func checkpointHere() { _ = try? db.query("PRAGMA wal_checkpoint(PASSIVE)") }
         func checkpointDue() { if let checkpointer { checkpointer.request() } else { checkpointHere() } }
         var sinceCheckpoint = 0
@@ -158,10 +163,14 @@ public final class DatabaseWriter {
             shared.pending.removeFirst(batch.count)
             shared.condition.unlock()
 
-            if sqlite && checkpointer != nil && sinceRestart >= restartEvery {
-                checkpointHere()
-                (sinceRestart, sinceCheckpoint) = (0, 0)
-            } else if sqlite && sinceCheckpoint >= checkpointEvery {
+            if let checkpointer, sqlite && sinceRestart >= restartEvery {
+                sinceRestart = 0
+                if checkpointer.statistics.walFrames >= restartFrames {
+                    checkpointHere()
+                    sinceCheckpoint = 0
+                }
+            }
+            if sqlite && sinceCheckpoint >= checkpointEvery {
                 checkpointDue()
                 sinceCheckpoint = 0
             }

@@ -267,11 +267,9 @@ static void register_once(void) {
         registered = SQLITE_ERROR;
         return;
     }
-    int size = (int)sizeof(BatchFile) + underlying->szOsFile;
-    if (size < underlying->szOsFile) size = underlying->szOsFile;
     batch_vfs = (sqlite3_vfs){
         .iVersion = 2,
-        .szOsFile = size,
+        .szOsFile = (int)sizeof(BatchFile) + underlying->szOsFile,
         .mxPathname = underlying->mxPathname,
         .zName = loyalty_wal_batch_name,
         .xOpen = batch_open,

@@ -26,8 +26,8 @@ final class Checkpointer: Sendable {
     init?(path: String) {
         // synchronous=FULL here too: the checkpoint fsyncs the WAL before copying it and the
         // database file after, so the WAL can start over only once the copy is durable.
-        guard !path.isEmpty, path != ":memory:", !path.hasPrefix("file::memory:"),
-            let connection = try? SQLiteConnection(path: path), (try? connection.configureDurable()) != nil
+        guard !SQLiteConnection.isInMemory(path), let connection = try? SQLiteConnection(path: path),
+            (try? connection.configureDurable()) != nil
         else { return nil }
         let shared = self.shared
         let done = self.done

@@ -85,8 +85,7 @@ public final class SQLiteConnection: @unchecked Sendable {
     public init(path: String, readOnly: Bool = false, batchedWAL: Bool = false) throws(SQLiteError) {
         self.path = path
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-        let inMemory = path.isEmpty || path == ":memory:" || path.hasPrefix("file::memory:")
-        let batched = batchedWAL && !readOnly && !inMemory && loyalty_wal_batch_register() == SQLITE_OK
+        let batched = batchedWAL && !readOnly && !Self.isInMemory(path) && loyalty_wal_batch_register() == SQLITE_OK
         self.batchedWAL = batched
         let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, batched ? loyalty_wal_batch_name : nil)
         guard rc == SQLITE_OK else {
@@ -99,6 +98,11 @@ public final class SQLiteConnection: @unchecked Sendable {
         if batched { try execute("PRAGMA synchronous=FULL") }
     }
 
+    /// Whether `path` names an in-memory database (no files, so no WAL).
+    static func isInMemory(_ path: String) -> Bool {
+        path.isEmpty || path == ":memory:" || path.hasPrefix("file::memory:")
+    }
+
     /// A node's writer connection: batched WAL writes and the durable defaults.
     public static func openDurable(path: String, pageSize: Int? = nil) throws(SQLiteError) -> SQLiteConnection {
         let db = try SQLiteConnection(path: path, batchedWAL: true)
@@ -109,10 +113,10 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// Refuses, on a batched-WAL connection, a statement that would stop SQLite syncing the
     /// WAL at every commit (checked when a statement is first prepared, not on every run).
     private func checkSynchronous(_ sql: String) throws(SQLiteError) {
-        guard batchedWAL, sql.utf8.contains(where: { $0 == UInt8(ascii: "=") || $0 == UInt8(ascii: "(") }),
-            sql.lowercased().contains("synchronous")
-        else { return }
-        let normalized = String(sql.lowercased().filter { !$0.isWhitespace })
+        guard batchedWAL else { return }
+        let lowered = sql.lowercased()
+        guard lowered.contains("synchronous") else { return }
+        let normalized = lowered.filter { !$0.isWhitespace }
         for setting in ["synchronous=", "synchronous("] {
             var rest = normalized[...]
             while let found = rest.firstRange(of: setting) {

@@ -43,21 +43,27 @@ public struct SimRandom: RandomNumberGenerator, Sendable {
     public mutating func exponential(mean: Double) -> Double { -mean * Foundation.log(max(1e-12, 1 - unit())) }
 }
 
-/// Zipf-distributed ranks 0..<n (rank 0 the most frequent), sampled by inverting a
-/// precomputed cumulative table.
+/// Zipf–Mandelbrot-distributed ranks 0..<n: rank r (0 the most frequent) is drawn in
+/// proportion to 1 / (r + 1 + offset)^exponent (offset 0 is the plain Zipf law), sampled by
+/// inverting a precomputed cumulative table.
 public struct Zipf: Sendable {
     private var cumulative: [Double] = []
+    private let exponent: Double
+    private let offset: Double
 
-    public init(count: Int, exponent: Double = 1.0) { grow(to: count, exponent: exponent) }
-
-    private var exponent = 1.0
+    public init(count: Int, exponent: Double = 1.0, offset: Double = 0) {
+        self.exponent = exponent
+        self.offset = max(0, offset)
+        grow(to: count)
+    }
 
     /// Extends the table to `count` ranks (members register during the run).
-    public mutating func grow(to count: Int, exponent: Double? = nil) {
-        if let exponent { self.exponent = exponent }
+    public mutating func grow(to count: Int) {
         var total = cumulative.last ?? 0
+        cumulative.reserveCapacity(count)
         while cumulative.count < count {
-            total += 1 / Foundation.pow(Double(cumulative.count + 1), self.exponent)
+            let rank = Double(cumulative.count + 1) + offset
+            total += exponent == 1 ? 1 / rank : 1 / Foundation.pow(rank, exponent)
             cumulative.append(total)
         }
     }

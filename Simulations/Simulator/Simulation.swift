@@ -215,8 +215,11 @@ public final class Simulation {
         self.config = config
         random = SimRandom(seed: config.seed)
         faults = FaultMix.draw(&random)
-        hubDB = try HubLedger.open(path: ":memory:")
-        zipf = Zipf(count: max(1, config.members))
+        // The hub's database is private to this run and held in memory by SQLite's memdb VFS
+        // (a name without a leading slash is not shared): at a thousand stores it grows to
+        // hundreds of megabytes, where `:memory:` commits grow slow.
+        hubDB = try HubLedger.open(path: "file:simulated-hub?vfs=memdb")
+        zipf = Zipf(count: max(1, config.members), offset: config.activityOffset * Double(config.members))
         workloadEnd = UInt64(config.days * 86_400_000)
         summary = SimulationSummary(
             seed: config.seed, faults: faults.description, traceHash: 0, events: 0, simulatedMilliseconds: 0,
@@ -733,7 +736,10 @@ public final class Simulation {
 
     // MARK: Workload
 
-    static func phone(_ person: Int) -> String { "+4915\(String(format: "%09d", person))" }
+    static func phone(_ person: Int) -> String {
+        let digits = String(person)
+        return "+4915" + String(repeating: "0", count: max(0, 9 - digits.count)) + digits
+    }
 
     func register(at storeIndex: Int, index: Int, person: Int? = nil) throws {
         let store = stores[storeIndex]

@@ -149,6 +149,10 @@ struct WorldOptions: ParsableArguments {
     @Option(help: "Simulated days of trading.") var days: Double = 1
     @Option(help: "Shoppers per store per day at the busiest rhythm.") var visits: Double = 400
     @Option(
+        name: .customLong("activity-offset"),
+        help: "Shopper activity: rank r shops in proportion to 1/(r+1+q), q this share of the members (0: plain Zipf).")
+    var activityOffset: Double = 0.04
+    @Option(
         name: .customLong("placement-days"),
         help: "Rights placement: stores keep the rights of members who last shopped there within N days (0: off).")
     var placementDays: UInt64 = 0
@@ -169,6 +173,9 @@ struct WorldOptions: ParsableArguments {
         guard (1...2_000).contains(stores) else { throw ValidationError("--stores must be 1 to 2,000") }
         guard (0...10_000_000).contains(members) else { throw ValidationError("--members must be 0 to 10,000,000") }
         guard days > 0, days <= 30 else { throw ValidationError("--days must be above 0 and at most 30") }
+        guard activityOffset >= 0, activityOffset <= 100 else {
+            throw ValidationError("--activity-offset must be 0 to 100")
+        }
         guard (1...100_000).contains(partners) else { throw ValidationError("--partners must be 1 to 100,000") }
         guard (100...3_600_000).contains(syncInterval) else {
             throw ValidationError("--sync-interval-ms must be 100 to 3,600,000")
@@ -178,6 +185,7 @@ struct WorldOptions: ParsableArguments {
     func config(seed: UInt64) -> SimulationConfig {
         var config = SimulationConfig(seed: seed, stores: stores, members: members, days: days)
         config.visitsPerStorePerDay = visits
+        config.activityOffset = activityOffset
         config.placementDays = placementDays
         config.partnerGroups = partnerGroups
         config.partners = partners
@@ -188,6 +196,7 @@ struct WorldOptions: ParsableArguments {
 
     var replayCommand: String {
         "--stores \(stores) --members \(members) --days \(days) --visits \(visits)"
+            + " --activity-offset \(activityOffset)"
             + (placementDays > 0 ? " --placement-days \(placementDays)" : "")
             + (partnerGroups ? " --partner-groups" : "")
             + " --partners \(partners) --sync-interval-ms \(syncInterval)"

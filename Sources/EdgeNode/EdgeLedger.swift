@@ -494,8 +494,11 @@ public struct EdgeLedger: Sendable {
             for effect in try LogEntry(decoding: row.blob(0)).effects { members.insert(effect.member) }
         }
         let cutoff = placementCutoff()
-        for row in try db.query("SELECT member FROM release_queue") { members.insert(MemberID(rawValue: row.uint(0))) }
-        try db.run("DELETE FROM release_queue")
+        let queued = try db.query("SELECT member FROM release_queue")
+        if !queued.isEmpty {
+            for row in queued { members.insert(MemberID(rawValue: row.uint(0))) }
+            try db.run("DELETE FROM release_queue")
+        }
         if let cutoff {
             // Placements aged out: a bounded batch per push.
             for row in try db.query(
@@ -537,7 +540,7 @@ public struct EdgeLedger: Sendable {
                 last = min(last, UInt64(first) - 1)
             }
         }
-        try setMeta(db, .releaseScan, last)
+        if last != scanned { try setMeta(db, .releaseScan, last) }
         return try db.query("SELECT entry FROM log WHERE seq > ? ORDER BY seq LIMIT ?", [.uint(hubHigh), .int(limit)])
             .map { try LogEntry(decoding: $0.blob(0)) }
     }
@@ -657,7 +660,12 @@ public struct EdgeLedger: Sendable {
     /// hub, or a simulated world that has run before): applied as snapshots, and this store's
     /// own member numbering goes on after the imported members that are its own.
     public func importMembers(_ db: any SQLDatabase, _ snapshots: [MemberSnapshot]) throws {
-        try applySnapshots(db, snapshots)
+        // Plain registrations (most of an export) go in together; the rest one by one.
+        let plain = snapshots.filter { $0.mergedInto == nil && $0.slots.isEmpty }
+        try CounterSlots.insertMembers(db, plain.map(\.record))
+        if plain.count < snapshots.count {
+            try applySnapshots(db, snapshots.filter { $0.mergedInto != nil || !$0.slots.isEmpty })
+        }
         let own = snapshots.map(\.record.id).filter { $0.origin == node }.map { $0.rawValue & 0xFFFF_FFFF }.max()
         if let own, own > (try meta(db, .memberSerial)) { try setMeta(db, .memberSerial, own) }
     }

@@ -14,6 +14,11 @@ public struct MemberMergeRecord: Sendable, Equatable {
 }
 
 extension HubLedger {
+    /// One statement for up to 64 members (padded), so it is prepared once.
+    private static let mergedAmongSQL =
+        "SELECT id, merged_into FROM members WHERE merged_into IS NOT NULL AND id IN ("
+        + Array(repeating: "?", count: 64).joined(separator: ", ") + ") ORDER BY id"
+
     /// Member merge after a merge of entries. A registration whose phone hash another
     /// record has (the same person registered at two stores, both offline) merges the two:
     /// the earlier registration survives, the other's cards name the survivor from now on
@@ -63,10 +68,7 @@ extension HubLedger {
             let chunk = Array(members[start..<min(start + 64, members.count)])
             start += 64
             let padded = chunk + Array(repeating: chunk[chunk.count - 1], count: 64 - chunk.count)
-            let rows = try db.query(
-                "SELECT id, merged_into FROM members WHERE merged_into IS NOT NULL AND id IN ("
-                    + Array(repeating: "?", count: 64).joined(separator: ", ") + ") ORDER BY id",
-                padded.map { .uint($0.rawValue) })
+            let rows = try db.query(Self.mergedAmongSQL, padded.map { .uint($0.rawValue) })
             for row in rows {
                 try moveMergedPoints(
                     db, merged: MemberID(rawValue: row.uint(0)), survivor: MemberID(rawValue: row.uint(1)))

@@ -207,19 +207,32 @@ import Testing
     func importedMembersAreServedByTheirPartnerAndNumberingGoesOn(backend: HubBackend) throws {
         let (hub, hubDB, initial) = try world(backend)
         var stores = initial
-        let records = (1...3).map { serial in
+        // 40 members: plain registrations go in by the chunk, the one with points by itself.
+        let records = (1...40).map { serial in
             MemberRecord(
                 id: MemberID(origin: stores[0].node, serial: UInt32(serial)),
                 card: CardNumber.issued(prefix: "47", serial: 100 + serial).digits, phoneHash: [], referrer: nil,
                 registeredAt: HLCTimestamp(rawValue: 1))
         }
         try hubDB.transaction { try hub.importMembers(hubDB, records, partner: "grocer") }
+        var counter = EscrowCounter()
+        let (slot, value) = try counter.earn(at: stores[0].node, 25)
         try stores[0].db.transaction {
-            try stores[0].ledger.importMembers(stores[0].db, records.map { MemberSnapshot(record: $0, slots: []) })
+            try stores[0].ledger.importMembers(
+                stores[0].db,
+                records.map { record in
+                    MemberSnapshot(
+                        record: record,
+                        slots: record.id.rawValue & 0xFFFF_FFFF == 7
+                            ? [SlotWrite(member: record.id, account: .main, slot: slot, value: value)] : [])
+                })
         }
+        #expect(try stores[0].ledger.status(stores[0].db).members == 40)
+        #expect(try stores[0].ledger.identify(stores[0].db, card: records[6].card, phone: nil).balance == 25)
+        #expect(try stores[0].ledger.identify(stores[0].db, card: records[39].card, phone: nil).balance == 0)
         // The grocer's store holds them and registers the next member after them.
         let next = try register(stores[0], Self.card)
-        #expect(next.id == MemberID(origin: stores[0].node, serial: 4))
+        #expect(next.id == MemberID(origin: stores[0].node, serial: 41))
         _ = try buy(stores[0], records[1].card, "A-1")
         for _ in 0..<2 { for index in stores.indices { try sync(&stores[index], hub, hubDB) } }
         // The fuel station (same group) receives the purchase of an imported member; the

@@ -39,6 +39,52 @@ func temporaryPath(_ name: String) -> String {
         #expect(try db.scalar("PRAGMA synchronous") == 2)
     }
 
+    /// A multi-row insert applies its rows in order, each as if alone: an upsert later in a
+    /// chunk sees the rows before it, in full chunks of 16 and in the one-row rest alike.
+    @Test(arguments: [1, 15, 16, 17, 40])
+    func chunkedInsertsApplyRowsInOrder(count: Int) throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER NOT NULL, n INTEGER NOT NULL)")
+        // Keys repeat (k = i % 7), so most rows update one inserted earlier, maybe in the same chunk.
+        let rows: [[SQLValue]] = (0..<count).map { [.int($0 % 7), .int($0), 1] }
+        try db.insert(
+            "INSERT INTO t(k, v, n)", values: "(?, ?, ?)",
+            suffix: "ON CONFLICT(k) DO UPDATE SET v = excluded.v, n = t.n + 1", rows: rows)
+        let stored = try db.query("SELECT k, v, n FROM t ORDER BY k").map { [$0.int(0), $0.int(1), $0.int(2)] }
+        var expected: [Int64: [Int64]] = [:]
+        for index in 0..<count {
+            let key = Int64(index % 7)
+            expected[key] = [key, Int64(index), (expected[key]?[2] ?? 0) + 1]
+        }
+        #expect(stored == expected.keys.sorted().compactMap { expected[$0] })
+        // The same rows again, ignored on conflict, change nothing.
+        try db.insert("INSERT INTO t(k, v, n)", values: "(?, ?, ?)", suffix: "ON CONFLICT DO NOTHING", rows: rows)
+        #expect(try db.scalar("SELECT COUNT(*) FROM t") == Int64(min(count, 7)))
+    }
+
+    /// A memdb URI opens a private in-memory database (no batching, nothing on disk) that
+    /// commits and rolls back like any other.
+    @Test func memdbDatabasesArePrivateAndInMemory() throws {
+        let file = "nodekit-\(UUID().uuidString)"
+        let name = "file:\(file)?vfs=memdb"
+        #expect(SQLiteConnection.isInMemory(name))
+        #expect(!SQLiteConnection.isInMemory(temporaryPath("plain.sqlite")))
+        let first = try SQLiteConnection.openDurable(path: name)
+        #expect(!first.batchedWAL)
+        try first.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        _ = try first.transaction { try first.run("INSERT INTO t VALUES (1)") }
+        #expect(throws: SQLiteError.self) {
+            try first.transaction {
+                try first.run("INSERT INTO t VALUES (2)")
+                try first.run("INSERT INTO t VALUES (1)")
+            }
+        }
+        #expect(try first.query("SELECT k FROM t").map { $0.int(0) } == [1])
+        let second = try SQLiteConnection(path: name)
+        #expect(try second.scalar("SELECT COUNT(*) FROM sqlite_master") == 0)
+        #expect(!FileManager.default.fileExists(atPath: file))
+    }
+
     @Test func migrationsRunOnceInOrderFromAnyEarlierVersion() throws {
         let migrator = Migrator(steps: [
             .init(version: 1, sql: "CREATE TABLE a (x INTEGER)"),

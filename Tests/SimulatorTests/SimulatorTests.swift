@@ -49,6 +49,29 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         #expect(try run() == first)
     }
 
+    /// Shoppers' activity (a Zipf–Mandelbrot law with the offset a share of the members): the
+    /// busiest member shops about 7.7 times as often as the average one and the least active
+    /// about 0.3 times, in a world of 10,000 members as in one of 50,000. Plain Zipf gives
+    /// the busiest member about members / ln(members) times the average.
+    @Test func shopperActivityHasTheSameShapeWhateverTheWorldSize() {
+        for members in [10_000, 50_000] {
+            var random = SimRandom(seed: 7)
+            let draws = members * 20
+            func counts(_ zipf: Zipf) -> [Int] {
+                var counts = [Int](repeating: 0, count: members)
+                for _ in 0..<draws { counts[zipf.sample(&random)] += 1 }
+                return counts
+            }
+            let bounded = counts(Zipf(count: members, offset: 0.04 * Double(members)))
+            let top = Double(bounded[0]) / 20
+            let bottom = Double(bounded[(members - 100)...].reduce(0, +)) / 100 / 20
+            #expect((6.5...9).contains(top), "busiest member: \(top) times the average at \(members)")
+            #expect((0.2...0.4).contains(bottom), "least active members: \(bottom) times the average at \(members)")
+            let plain = Double(counts(Zipf(count: members))[0]) / 20
+            #expect(plain > Double(members) / log(Double(members)) * 0.8, "plain Zipf: \(plain) at \(members)")
+        }
+    }
+
     /// Out-of-range world options are refused before anything runs, with the option named.
     @Test(arguments: [
         (["--stores", "0"], "--stores must be 1 to 2,000"),
@@ -60,6 +83,8 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         (["--sync-interval-ms", "99"], "--sync-interval-ms must be 100 to 3,600,000"),
         (["--sync-interval-ms", "3600001"], "--sync-interval-ms must be 100 to 3,600,000"),
         (["--sync-interval-ms", "soon"], "--sync-interval-ms"),
+        (["--activity-offset=-0.5"], "--activity-offset must be 0 to 100"),
+        (["--activity-offset", "101"], "--activity-offset must be 0 to 100"),
     ])
     func badWorldOptionsAreRefusedWithTheirName(options: [String], message: String) throws {
         let process = Process()

@@ -466,10 +466,7 @@ public final class Simulation {
         case .sample:
             guard now < workloadEnd else { return }
             summary.unsyncedSamples.append(
-                try stores.map { store in
-                    let status = try store.ledger.status(store.db)
-                    return Int(status.lastSequence - min(status.lastSequence, status.acknowledgedSequence))
-                })
+                try stores.map { store in Int(try store.ledger.unsyncedEntries(store.db)) })
             queue.push(now + 600_000, .sample)
         }
     }

@@ -186,6 +186,23 @@ public struct EdgeLedger: Sendable {
             [.text(key.rawValue), .uint(value)])
     }
 
+    /// Raises a meta value to `value` when it is lower, in one statement. Values are stored
+    /// as the bit patterns of signed integers: a stored negative one is above Int64.max, so
+    /// above any `value` this statement writes; a `value` above Int64.max takes a read and a
+    /// write.
+    func raiseMeta(_ db: any SQLDatabase, _ key: MetaKey, to value: UInt64) throws {
+        guard value <= UInt64(Int64.max) else {
+            if value > (try meta(db, key)) { try setMeta(db, key, value) }
+            return
+        }
+        try db.run(
+            """
+            INSERT INTO meta(key, value) VALUES(?, ?)
+            ON CONFLICT(key) DO UPDATE SET value = excluded.value
+            WHERE meta.value >= 0 AND excluded.value > meta.value
+            """, [.text(key.rawValue), .uint(value)])
+    }
+
     // MARK: Reading
 
     func counter(_ db: any SQLDatabase, member: MemberID, account: Account) throws -> EscrowCounter {
@@ -546,7 +563,7 @@ public struct EdgeLedger: Sendable {
     }
 
     public func acknowledge(_ db: any SQLDatabase, upTo: UInt64) throws {
-        if upTo > (try meta(db, .acknowledged)) { try setMeta(db, .acknowledged, upTo) }
+        try raiseMeta(db, .acknowledged, to: upTo)
     }
 
     /// Applies entries of other nodes from the hub's feed; duplicates are skipped, a gap in
@@ -565,9 +582,10 @@ public struct EdgeLedger: Sendable {
         let gapsExpected = try snapshots != nil || meta(db, .sparse) == 1
         var clockErrors: [ClockError] = []
         var highs: [NodeID: UInt64] = [:]
-        // The clock observes every entry and is stored once, after the batch.
-        var clock = HybridLogicalClock(last: try lastClock(db))
-        let clockBefore = clock.last
+        // The clock observes every entry and is stored once, after the batch (read only when
+        // the batch has an entry to apply: most pulls bring nothing for this store).
+        var clock: HybridLogicalClock?
+        var clockBefore = HLCTimestamp(rawValue: 0)
         for feed in entries {
             let entry = feed.entry
             guard entry.origin != node else { continue }
@@ -620,14 +638,18 @@ public struct EdgeLedger: Sendable {
             case .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)
+            if clock == nil {
+                clock = HybridLogicalClock(last: try lastClock(db))
+                clockBefore = clock?.last ?? clockBefore
+            }
             do throws(ClockError) {
-                try clock.observe(entry.timestamp, wall: now())
+                try clock?.observe(entry.timestamp, wall: now())
             } catch {
                 clockErrors.append(error)
             }
         }
-        if clock.last > clockBefore { try setMeta(db, .hlc, clock.last.rawValue) }
-        if upTo > (try meta(db, .feedWatermark)) { try setMeta(db, .feedWatermark, upTo) }
+        if let clock, clock.last > clockBefore { try setMeta(db, .hlc, clock.last.rawValue) }
+        try raiseMeta(db, .feedWatermark, to: upTo)
         return clockErrors
     }
 
@@ -673,10 +695,14 @@ public struct EdgeLedger: Sendable {
     /// What the store reports to the hub about itself: cheap reads only (no member count),
     /// since it runs on the writer between POS operations.
     func telemetryFigures(_ db: any SQLDatabase) throws -> (unsynced: UInt64, uncoveredPoints: UInt64) {
-        let last = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0)
-        let acknowledged = try meta(db, .acknowledged)
         let uncovered = UInt64(try db.scalar("SELECT COALESCE(SUM(points), 0) FROM exposure") ?? 0)
-        return (last - min(last, acknowledged), uncovered)
+        return (try unsyncedEntries(db), uncovered)
+    }
+
+    /// Entries of this store's log the hub has not acknowledged yet (two index reads).
+    public func unsyncedEntries(_ db: any SQLDatabase) throws -> UInt64 {
+        let last = try logTail(db).sequence
+        return last - min(last, try meta(db, .acknowledged))
     }
 
     public func status(_ db: any SQLDatabase, connectivity: Connectivity? = nil) throws -> LedgerStatus {
@@ -697,9 +723,10 @@ public struct EdgeLedger: Sendable {
         return status
     }
 
-    /// A migrated edge database in memory (the simulator's replicas).
+    /// A migrated edge database in memory (the simulator's replicas), with a replica's page size.
     public static func openInMemory() throws -> SQLiteConnection {
         let db = try SQLiteConnection(path: ":memory:")
+        try db.execute("PRAGMA page_size=\(pageSize)")
         try EdgeSchema.migrator.migrate(db)
         return db
     }

@@ -6,9 +6,12 @@ public struct PhoneNumber: Sendable, Equatable {
     public static let formHint = "phone must be in E.164 form, like +4915112345678"
 
     public init?(_ text: String) {
-        let digits = text.filter { $0.isASCII && $0.isNumber }
-        guard text.hasPrefix("+"), (8...15).contains(digits.count), text.count == digits.count + 1 else { return nil }
-        self.digits = digits
+        // "+" and 8 to 15 ASCII digits, nothing else (checked on the UTF-8 bytes).
+        let bytes = text.utf8
+        guard bytes.first == UInt8(ascii: "+"), (9...16).contains(bytes.count),
+            bytes.dropFirst().allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+        else { return nil }
+        self.digits = String(text.dropFirst())
     }
 
     /// The keyed BLAKE2b hash stored in place of the number.

@@ -137,6 +137,25 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         let seen = try storeB.identify(dbB, card: card, phone: nil)
         #expect(seen.balance == 100 && seen.redeemable == 0)
         #expect(try storeB.status(dbB).feedWatermark == 3)
+        // An empty pull moves the watermark on and never back; the clock is left alone.
+        let clock = try storeB.lastClock(dbB)
+        try storeB.applyFeed(dbB, [], upTo: 9)
+        try storeB.applyFeed(dbB, [], upTo: 5)
+        #expect(try storeB.status(dbB).feedWatermark == 9)
+        #expect(try storeB.lastClock(dbB) == clock)
+    }
+
+    /// Acknowledgements and watermarks only rise, in one statement below Int64.max and by a
+    /// read and a write above it.
+    @Test func metaValuesOnlyRise() throws {
+        let (store, db) = try makeLedger()
+        try store.acknowledge(db, upTo: 7)
+        try store.acknowledge(db, upTo: 3)
+        #expect(try store.status(db).acknowledgedSequence == 7)
+        for value in [UInt64(Int64.max) + 5, UInt64(Int64.max) + 2, 12] {
+            try store.raiseMeta(db, .feedWatermark, to: value)
+        }
+        #expect(try store.status(db).feedWatermark == UInt64(Int64.max) + 5)
     }
 
     @Test func aFeedEntryWritingAnotherNodesSlotIsRefused() throws {

@@ -44,7 +44,10 @@ import Testing
 
     @Test func phoneNumbersAreE164AndHashUnderAKey() {
         #expect(PhoneNumber("+4915112345678")?.digits == "4915112345678")
-        for bad in ["4915112345678", "+49 151 1234", "+1234567", "+1234567890123456", "", "+49151123456a"] {
+        for bad in [
+            "4915112345678", "+49 151 1234", "+1234567", "+1234567890123456", "", "+49151123456a", "+",
+            "+4915112345\u{FF16}78", "+491511234567\u{0301}8", "++4915112345678", "+4915112345678\n",
+        ] {
             #expect(PhoneNumber(bad) == nil, "\(bad)")
         }
         let hub = SigningKeyPair.fromSeed([UInt8](repeating: 3, count: 32)).publicKey

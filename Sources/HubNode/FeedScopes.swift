@@ -217,23 +217,39 @@ extension HubLedger {
         // and every scope change up to it is already visible (it was written before).
         let newest = UInt64(try db.scalar("SELECT COALESCE(MAX(feed_seq), 0) FROM entries") ?? 0)
         guard newest > after else { return ([], after, false, []) }
+        // A group of one partner (the usual case) reads its rows in index order, with no
+        // temporary b-tree; a larger group's rows are made distinct first (an entry may be
+        // filed under several of its partners).
         let rows = try db.query(
-            """
-            SELECT e.feed_seq, e.entry FROM entries e
-            WHERE e.feed_seq IN (
-                SELECT DISTINCT feed_seq FROM scope_feed
-                WHERE partner IN (\(list)) AND feed_seq > ? AND feed_seq <= ?)
-              AND e.origin <> ?
-            ORDER BY e.feed_seq LIMIT ?
-            """, names + [.uint(after), .uint(newest), .int(Int(store.rawValue)), .int(limit)])
+            partners.count == 1
+                ? """
+                SELECT e.feed_seq, e.entry FROM scope_feed s JOIN entries e ON e.feed_seq = s.feed_seq
+                WHERE s.partner = ? AND s.feed_seq > ? AND s.feed_seq <= ? AND e.origin <> ?
+                ORDER BY s.feed_seq LIMIT ?
+                """
+                : """
+                SELECT e.feed_seq, e.entry FROM entries e
+                WHERE e.feed_seq IN (
+                    SELECT DISTINCT feed_seq FROM scope_feed
+                    WHERE partner IN (\(list)) AND feed_seq > ? AND feed_seq <= ?)
+                  AND e.origin <> ?
+                ORDER BY e.feed_seq LIMIT ?
+                """, names + [.uint(after), .uint(newest), .int(Int(store.rawValue)), .int(limit)])
         var more = rows.count == limit
         var upTo = more ? rows[rows.count - 1].uint(0) : newest
+        // With one partner a member has one row, so its `since` is its earliest.
         let joined = try db.query(
-            """
-            SELECT member, MIN(since) FROM member_scope
-            WHERE partner IN (\(list)) AND since > ? AND since <= ?
-            GROUP BY member ORDER BY MIN(since), member LIMIT ?
-            """, names + [.uint(after), .uint(upTo), .int(SyncMessage.maxSnapshots)])
+            partners.count == 1
+                ? """
+                SELECT member, since FROM member_scope
+                WHERE partner = ? AND since > ? AND since <= ?
+                ORDER BY since, member LIMIT ?
+                """
+                : """
+                SELECT member, MIN(since) FROM member_scope
+                WHERE partner IN (\(list)) AND since > ? AND since <= ?
+                GROUP BY member ORDER BY MIN(since), member LIMIT ?
+                """, names + [.uint(after), .uint(upTo), .int(SyncMessage.maxSnapshots)])
         if joined.count > Self.snapshotsPerBatch {
             // Too many members joined the group in this stretch for one message: stop short,
             // before the first place whose members do not all fit, or (when one push brought

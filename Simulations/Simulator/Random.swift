@@ -62,8 +62,7 @@ public struct Zipf: Sendable {
         var total = cumulative.last ?? 0
         cumulative.reserveCapacity(count)
         while cumulative.count < count {
-            let rank = Double(cumulative.count + 1) + offset
-            total += exponent == 1 ? 1 / rank : 1 / Foundation.pow(rank, exponent)
+            total += 1 / Foundation.pow(Double(cumulative.count + 1) + offset, exponent)
             cumulative.append(total)
         }
     }

@@ -583,9 +583,10 @@ public struct EdgeLedger: Sendable {
         var clockErrors: [ClockError] = []
         var highs: [NodeID: UInt64] = [:]
         // The clock observes every entry and is stored once, after the batch (read only when
-        // the batch has an entry to apply: most pulls bring nothing for this store).
-        var clock: HybridLogicalClock?
-        var clockBefore = HLCTimestamp(rawValue: 0)
+        // the batch holds another node's entry: most pulls bring nothing for this store).
+        var clock = HybridLogicalClock(
+            last: entries.contains { $0.entry.origin != node } ? try lastClock(db) : HLCTimestamp(rawValue: 0))
+        let clockBefore = clock.last
         for feed in entries {
             let entry = feed.entry
             guard entry.origin != node else { continue }
@@ -638,17 +639,13 @@ public struct EdgeLedger: Sendable {
             case .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)
-            if clock == nil {
-                clock = HybridLogicalClock(last: try lastClock(db))
-                clockBefore = clock?.last ?? clockBefore
-            }
             do throws(ClockError) {
-                try clock?.observe(entry.timestamp, wall: now())
+                try clock.observe(entry.timestamp, wall: now())
             } catch {
                 clockErrors.append(error)
             }
         }
-        if let clock, clock.last > clockBefore { try setMeta(db, .hlc, clock.last.rawValue) }
+        if clock.last > clockBefore { try setMeta(db, .hlc, clock.last.rawValue) }
         try raiseMeta(db, .feedWatermark, to: upTo)
         return clockErrors
     }
@@ -683,11 +680,17 @@ public struct EdgeLedger: Sendable {
     /// own member numbering goes on after the imported members that are its own.
     public func importMembers(_ db: any SQLDatabase, _ snapshots: [MemberSnapshot]) throws {
         // Plain registrations (most of an export) go in together; the rest one by one.
-        let plain = snapshots.filter { $0.mergedInto == nil && $0.slots.isEmpty }
-        try CounterSlots.insertMembers(db, plain.map(\.record))
-        if plain.count < snapshots.count {
-            try applySnapshots(db, snapshots.filter { $0.mergedInto != nil || !$0.slots.isEmpty })
+        var plain: [MemberRecord] = []
+        var others: [MemberSnapshot] = []
+        for snapshot in snapshots {
+            if snapshot.mergedInto == nil && snapshot.slots.isEmpty {
+                plain.append(snapshot.record)
+            } else {
+                others.append(snapshot)
+            }
         }
+        try CounterSlots.insertMembers(db, plain)
+        try applySnapshots(db, others)
         let own = snapshots.map(\.record.id).filter { $0.origin == node }.map { $0.rawValue & 0xFFFF_FFFF }.max()
         if let own, own > (try meta(db, .memberSerial)) { try setMeta(db, .memberSerial, own) }
     }

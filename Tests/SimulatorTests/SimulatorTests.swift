@@ -85,6 +85,8 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         (["--sync-interval-ms", "soon"], "--sync-interval-ms"),
         (["--activity-offset=-0.5"], "--activity-offset must be 0 to 100"),
         (["--activity-offset", "101"], "--activity-offset must be 0 to 100"),
+        (["--activity-offset", "nan"], "--activity-offset must be 0 to 100"),
+        (["--activity-offset", "lots"], "--activity-offset"),
     ])
     func badWorldOptionsAreRefusedWithTheirName(options: [String], message: String) throws {
         let process = Process()

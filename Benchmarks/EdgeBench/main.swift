@@ -11,7 +11,10 @@
 //     turn for BENCH_ROUNDS rounds (7) and medians are compared.
 //     BENCH_LANES and BENCH_MEMBERS change the lane count and replica size; BENCH_LEDGER_COUNT
 //     the in-process purchases, and BENCH_LEDGER_ONLY stops after them (for profiling).
-//  3. Latency at a steady 1,000 purchases/s.
+//  3. Latency at a steady 1,000 purchases/s: each lane's requests arrive as a Poisson process.
+//     A request that a slow answer held up is timed from when it was due (no coordinated
+//     omission); one sent by a free lane is timed from when it is sent, since the lane's own
+//     sleep overshoots on this VM (its p99, and the p99 with it counted, are printed too).
 import EdgeNode
 import Foundation
 import NodeKit
@@ -142,17 +145,25 @@ final class Counter: @unchecked Sendable {
     private var value = 0
     private var failures = 0
     private var samples: [Double] = []
-    func add(_ count: Int, failed: Int, latencies: [Double] = []) {
+    private var strictSamples: [Double] = []
+    private var lateSamples: [Double] = []
+    func add(_ count: Int, failed: Int, latencies: [Double] = [], strict: [Double] = [], late: [Double] = []) {
         lock.withLock {
             value += count
             failures += failed
             samples += latencies
+            strictSamples += strict
+            lateSamples += late
         }
     }
     /// Purchases answered with a result; failed ones are not counted.
     var total: Int { lock.withLock { value } }
     var failed: Int { lock.withLock { failures } }
     var latencies: [Double] { lock.withLock { samples } }
+    /// Every request timed from when it was due, the load generator's own lateness included.
+    var strictLatencies: [Double] { lock.withLock { strictSamples } }
+    /// How late the load generator's sleep woke it, when it was not held up by an answer.
+    var oversleep: [Double] { lock.withLock { lateSamples } }
 }
 
 /// Runs `body` once per lane, each on a thread of its own with its own POS connection, and
@@ -176,32 +187,51 @@ func runLanes(ratePerLane: Double?, duration: Double, tag: String, firstPurchase
         var done = 0
         var succeeded = 0
         var latencies: [Double] = []
+        var strict: [Double] = []
+        var late: [Double] = []
         let begin = now()
         var next = begin
         // Open loop: each lane's requests arrive as a Poisson process (independent lanes, as
         // shoppers are), whatever the answers do.
         while now() - begin < duration {
             var sent = now()
+            var due = sent
             if let rate = ratePerLane {
                 next += -log(Double.random(in: Double.ulpOfOne..<1)) / rate
+                due = next
                 let wait = next - now()
-                if wait > 0 { usleep(UInt32(wait * 1e6)) }
-                // Latency counts from when the request was due, so a lane held up by a slow
-                // answer is charged for it (no coordinated omission).
-                sent = next
+                if wait > 0 {
+                    // The lane is free before its next request is due. Its own sleep may
+                    // wake it late (this VM's timers, and the node's threads on the same two
+                    // cores): that lateness is the load generator's, so the request is timed
+                    // from when it is sent, and the lateness is reported on its own.
+                    usleep(UInt32(wait * 1e6))
+                    sent = now()
+                    late.append(sent - next)
+                } else {
+                    // A slow answer held the lane up past the due time: the request is timed
+                    // from when it was due, so the node is charged for the wait it caused
+                    // (no coordinated omission).
+                    sent = next
+                }
             }
             let member = (lane * 100_003 + (firstPurchase + done) * 7) % members
             // The request line is written by hand and the answer only checked for a result,
             // so the load generator's CPU (on the node's two cores) stays small.
             let line =
                 #"{"jsonrpc":"2.0","id":\#(done),"method":"checkout.purchase","params":{"card":"\#(card(member))","amount":12345,"lane":"\#(lane)","receipt":"\#(tag)-\#(lane)-\#(done)"}}"#
-            if ratePerLane == nil { sent = now() }
+            if ratePerLane == nil {
+                sent = now()
+                due = sent
+            }
             guard let answer = try? client.raw(line) else { break }
-            latencies.append(now() - sent)
+            let answered = now()
+            latencies.append(answered - sent)
+            strict.append(answered - due)
             done += 1
             if answer.contains(#""result":"#) && !answer.contains(#""error":"#) { succeeded += 1 }
         }
-        counter.add(succeeded, failed: done - succeeded, latencies: latencies)
+        counter.add(succeeded, failed: done - succeeded, latencies: latencies, strict: strict, late: late)
     }
     return counter
 }
@@ -367,9 +397,9 @@ report(
 
 let steady = runLanes(ratePerLane: 1000.0 / Double(lanes), duration: 5, tag: "l")
 precondition(steady.failed == 0, "\(steady.failed) purchases failed in the latency run")
-let sorted = steady.latencies.sorted()
-func percentile(_ p: Double) -> Double {
-    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000
 }
 report("achieved rate in the latency run", Double(steady.total) / 5, "purchases/s", "offered 1,000/s")
 report("jobs per transaction in the 8-lane run (group commit)", Double(jobs) / Double(max(transactions, 1)), "jobs")
@@ -391,8 +421,16 @@ report(
 report(
     "writer time per transaction in COMMIT", Double(commit) * 1000 / Double(max(transactions, 1)), "us",
     "WAL frames written and fsynced")
-report("latency p50 at 1,000 purchases/s", percentile(0.50), "ms")
-report("latency p99 at 1,000 purchases/s", percentile(0.99), "ms", "target <= 5 ms")
+report("latency p50 at 1,000 purchases/s", percentile(steady.latencies, 0.50), "ms")
+report(
+    "latency p99 at 1,000 purchases/s", percentile(steady.latencies, 0.99), "ms",
+    "target <= 5 ms; from sending, or from the due time when a slow answer held the lane up")
+report(
+    "latency p99 from the due time, generator's lateness included", percentile(steady.strictLatencies, 0.99), "ms",
+    "every request timed from its due time")
+report(
+    "load generator's sleep overshoot p99", percentile(steady.oversleep, 0.99), "ms",
+    String(format: "p50 %.2f ms; the lanes share the node's two cores", percentile(steady.oversleep, 0.50)))
 report(
     "resident memory after the runs", Double(residentKilobytes(edge.processIdentifier)) / 1024, "MiB",
     "target <= 64 MiB")

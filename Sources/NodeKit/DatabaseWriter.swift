@@ -4,7 +4,11 @@ import Foundation
 /// `uv_async`, so the loop never blocks on disk. Work submitted while a transaction runs is
 /// gathered into the next one: group commit, one fsync for many operations. (Letting work
 /// join the running transaction was measured: with 8 closed-loop lanes it puts every lane in
-/// one transaction and leaves the writer idle while the answers travel, so it is not done.)
+/// one transaction and leaves the writer idle while the answers travel, so it is not done.
+/// So was committing without the sync and syncing the WAL on a thread of its own, to overlap
+/// the next batch's SQL with the fsync: on this machine's disk an fdatasync that runs while
+/// another thread writes to the same file takes about twice as long, p50 570 µs against
+/// 190-300 µs alone, so the answers came no sooner.)
 /// Each job runs in its own SAVEPOINT, so a failing job rolls back alone.
 public final class DatabaseWriter {
     public typealias Work = @Sendable (any SQLDatabase) throws -> any Sendable

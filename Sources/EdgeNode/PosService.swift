@@ -21,6 +21,15 @@ final class PosService {
         startedAt = loop.nowMilliseconds
     }
 
+    /// How long the last requests of each method took, from their line arriving to their
+    /// answer being written (node.status `latency`). Methods are the known ones only, so a
+    /// lane sending made-up names cannot grow this.
+    private var latency: [String: LatencyWindow] = [:]
+    static let timedMethods: Set<String> = [
+        "member.identify", "member.register", "account.balance", "checkout.purchase", "checkout.quote",
+        "checkout.refund", "node.status", "promo.activate",
+    ]
+
     /// POS connections attached to lanes, which receive that lane's scans as notifications.
     private var attached: [String: [ObjectIdentifier: (String) -> Void]] = [:]
 
@@ -123,13 +132,16 @@ final class PosService {
             finished()
             return
         }
-        dispatch(method: method, params: params) { result in
+        let received = monotonicNanoseconds()
+        dispatch(method: method, params: params) { [weak self] result in
             defer { finished() }
             guard let id else { return }  // a notification gets no answer
             switch result {
             case .success(let value): reply(Self.response(id: id, result: value))
             case .failure(let error): reply(Self.response(id: id, error: error))
             }
+            guard let self, Self.timedMethods.contains(method) else { return }
+            self.latency[method, default: LatencyWindow()].record(nanoseconds: monotonicNanoseconds() - received)
         }
     }
 
@@ -363,6 +375,15 @@ final class PosService {
                     "checkpointMs": .int(Int64(checkpoints.nanoseconds / 1_000_000)),
                     "walFrames": .int(checkpoints.walFrames),
                 ])
+                fields["latency"] = .object(
+                    latency.compactMapValues { window -> JSONValue? in
+                        guard let ms = window.percentiles([0.5, 0.99, 1]) else { return nil }
+                        return .object([
+                            "requests": .int(Int64(window.count)), "total": .int(Int64(window.total)),
+                            "p50Ms": .double(Double(ms[0]) / 1_000), "p99Ms": .double(Double(ms[1]) / 1_000),
+                            "maxMs": .double(Double(ms[2]) / 1_000),
+                        ])
+                    })
                 let resume = uplink.resumePosition
                 fields["sync"] = .object([
                     "hubHasUpTo": .int(Int64(resume.hubHasUpTo)), "feedWatermark": .int(Int64(resume.feedWatermark)),

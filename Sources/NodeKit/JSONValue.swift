@@ -37,6 +37,15 @@ public enum JSONValue: Sendable, Equatable, CustomStringConvertible, Expressible
         return nil
     }
 
+    /// A number as a Double, whether written with a fraction or not.
+    public var doubleValue: Double? {
+        switch self {
+        case .double(let value): return value
+        case .int(let value): return Double(value)
+        default: return nil
+        }
+    }
+
     public var boolValue: Bool? {
         if case .bool(let value) = self { return value }
         return nil

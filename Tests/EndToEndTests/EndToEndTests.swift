@@ -88,6 +88,15 @@ private final class Ledger: @unchecked Sendable {
                 let status = try PosClient(address: store.pos).call("node.status")
                 #expect(status["node"] == .int(Int64(store.id)))
                 #expect(status["lastSequence"] == 1, "only the one valid registration was logged")
+                // Every purchase that reached the method is timed, refused or not; made-up
+                // method names get no window of their own.
+                let purchases = status["latency"]?["checkout.purchase"]
+                #expect(purchases?["requests"] == 5 && purchases?["total"] == 5)
+                let p50 = purchases?["p50Ms"]?.doubleValue ?? -1
+                let p99 = purchases?["p99Ms"]?.doubleValue ?? -1
+                #expect(p50 >= 0 && p50 <= p99 && p99 <= purchases?["maxMs"]?.doubleValue ?? -1)
+                #expect(status["latency"]?["member.register"]?["requests"] == 2)
+                #expect(status["latency"]?["no.such.method"] == nil)
             }
         }
 

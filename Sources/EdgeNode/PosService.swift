@@ -85,6 +85,7 @@ final class PosService {
     func handle(
         line: [UInt8], connection: ObjectIdentifier, reply: @escaping (String) -> Void, finished: @escaping () -> Void
     ) {
+        let received = monotonicNanoseconds()
         // Parsed once here; every method but lane.attach goes on with the parsed request.
         guard let request = try? JSONValue.parse(line) else {
             handle(line: line, reply: reply, finished: finished)
@@ -100,22 +101,26 @@ final class PosService {
             if let id = request["id"] { reply(Self.response(id: id, result: .object(["lane": .string(lane)]))) }
             return
         }
-        handle(request: request, reply: reply, finished: finished)
+        handle(request: request, received: received, reply: reply, finished: finished)
     }
 
     /// Handles one request line; `reply` gets the response line (nothing for notifications);
     /// `finished` runs once the request is done, answered or not.
     func handle(line: [UInt8], reply: @escaping (String) -> Void, finished: @escaping () -> Void = {}) {
+        let received = monotonicNanoseconds()
         let request: JSONValue
         do { request = try JSONValue.parse(line) } catch {
             reply(Self.response(id: .null, error: .parseError("the line is not JSON")))
             finished()
             return
         }
-        handle(request: request, reply: reply, finished: finished)
+        handle(request: request, received: received, reply: reply, finished: finished)
     }
 
-    private func handle(request: JSONValue, reply: @escaping (String) -> Void, finished: @escaping () -> Void) {
+    /// `received`: when the request's line arrived (monotonicNanoseconds), for its latency.
+    private func handle(
+        request: JSONValue, received: UInt64, reply: @escaping (String) -> Void, finished: @escaping () -> Void
+    ) {
         guard case .object(let fields) = request, fields["jsonrpc"] == .string("2.0"),
             let method = fields["method"]?.stringValue
         else {
@@ -132,7 +137,6 @@ final class PosService {
             finished()
             return
         }
-        let received = monotonicNanoseconds()
         dispatch(method: method, params: params) { [weak self] result in
             defer { finished() }
             guard let id else { return }  // a notification gets no answer

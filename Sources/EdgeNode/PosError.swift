@@ -23,8 +23,10 @@ public struct PosError: Error, Equatable, Sendable, CustomStringConvertible {
     public static func invalidRequest(_ detail: String) -> PosError {
         PosError(code: -32600, message: "invalid request: \(detail)")
     }
+    /// The code of `methodNotFound`.
+    public static let methodNotFoundCode = -32601
     public static func methodNotFound(_ method: String) -> PosError {
-        PosError(code: -32601, message: "unknown method '\(method)'")
+        PosError(code: methodNotFoundCode, message: "unknown method '\(method)'")
     }
     public static func invalidParams(_ detail: String) -> PosError {
         PosError(code: -32602, message: "invalid params: \(detail)")

@@ -21,14 +21,10 @@ final class PosService {
         startedAt = loop.nowMilliseconds
     }
 
-    /// How long the last requests of each method took, from their line arriving to their
-    /// answer being written (node.status `latency`). Methods are the known ones only, so a
-    /// lane sending made-up names cannot grow this.
+    /// How long the last requests of each method took, from their line being read to their
+    /// answer being written (node.status `latency`). Methods the node knows only (an unknown
+    /// one is answered methodNotFound and not timed), so made-up names cannot grow this.
     private var latency: [String: LatencyWindow] = [:]
-    static let timedMethods: Set<String> = [
-        "member.identify", "member.register", "account.balance", "checkout.purchase", "checkout.quote",
-        "checkout.refund", "node.status", "promo.activate",
-    ]
 
     /// POS connections attached to lanes, which receive that lane's scans as notifications.
     private var attached: [String: [ObjectIdentifier: (String) -> Void]] = [:]
@@ -144,7 +140,8 @@ final class PosService {
             case .success(let value): reply(Self.response(id: id, result: value))
             case .failure(let error): reply(Self.response(id: id, error: error))
             }
-            guard let self, Self.timedMethods.contains(method) else { return }
+            if case .failure(let error) = result, error.code == PosError.methodNotFoundCode { return }
+            guard let self else { return }
             self.latency[method, default: LatencyWindow()].record(nanoseconds: monotonicNanoseconds() - received)
         }
     }

@@ -292,6 +292,53 @@ private struct Network {
         }
     }
 
+    /// After an acknowledged push the store loads its log again only when something may be
+    /// left: a local change since the last load, or a load that came back full. The tick
+    /// always loads.
+    @Test func anAcknowledgedPushLoadsAgainOnlyWhenSomethingMayBeLeft() {
+        func entry(_ sequence: UInt64) -> LogEntry {
+            LogEntry(
+                origin: NodeID(1), sequence: sequence, timestamp: HLCTimestamp(rawValue: sequence), idempotencyKey: "",
+                operation: .rightsMove(member: member.member, account: .main, to: .hub, points: 1), effects: [])
+        }
+        func loads(_ actions: [EdgeSession.Action]) -> [UInt64] {
+            actions.compactMap { if case .loadPush(let after, _) = $0 { after } else { nil } }
+        }
+        var session = EdgeSession(configuration: .init(node: NodeID(1), batchSize: 2), feedWatermark: 0)
+        _ = session.connected()
+        #expect(loads(session.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)) == [0])
+        #expect(session.entriesLoaded([], now: 0).isEmpty, "nothing to push")
+
+        // One entry, acknowledged, nothing since: no second load.
+        #expect(loads(session.localChange()) == [0])
+        #expect(session.entriesLoaded([entry(1)], now: 0) == [.send(.push([entry(1)]))])
+        #expect(session.received(.ack(upTo: 1), now: 1) == [.recordAck(upTo: 1)])
+
+        // A change while the push is under way: loaded again once it is acknowledged.
+        #expect(loads(session.localChange()) == [1])
+        _ = session.entriesLoaded([entry(2)], now: 2)
+        #expect(session.localChange().isEmpty, "one push at a time")
+        #expect(loads(session.received(.ack(upTo: 2), now: 3)) == [2])
+        _ = session.entriesLoaded([entry(3)], now: 3)
+        #expect(loads(session.received(.ack(upTo: 3), now: 4)).isEmpty)
+
+        // A full batch: the rest is loaded after the acknowledgement without a new change.
+        #expect(loads(session.localChange()) == [3])
+        _ = session.entriesLoaded([entry(4), entry(5)], now: 5)
+        #expect(loads(session.received(.ack(upTo: 5), now: 6)) == [5])
+        _ = session.entriesLoaded([entry(6)], now: 6)
+        #expect(loads(session.received(.ack(upTo: 6), now: 7)).isEmpty)
+
+        // A change made while a load was being read that came back empty is loaded at once.
+        #expect(loads(session.localChange()) == [6])
+        #expect(session.localChange().isEmpty)
+        #expect(loads(session.entriesLoaded([], now: 8)) == [6])
+        #expect(session.entriesLoaded([], now: 8).isEmpty)
+
+        // The tick loads whatever happened.
+        #expect(loads(session.tick(now: 10)) == [6])
+    }
+
     @Test func aNewerRulesDocumentIsOfferedAfterTheWelcomeAndNeverAnOlderOne() {
         var hub = HubSession(store: NodeID(1))
         var edge = EdgeSession(configuration: .init(node: NodeID(1)), feedWatermark: 0, rulesVersion: 3)

@@ -77,6 +77,11 @@ public struct EdgeSession: Sendable {
     public private(set) var feedWatermark: UInt64
     private var pendingRights: [UInt32: UInt64] = [:]
     private var nextRequestID: UInt32 = 1
+    /// Something may wait to be pushed that the last load did not see: a local change since
+    /// that load was asked for, or a load that came back full. An acknowledged push is
+    /// followed by another load only then; the periodic tick loads regardless (rights due for
+    /// release with time, pushes that went unanswered).
+    private var pushDue = false
 
     /// The version of the rules document this store runs.
     public private(set) var rulesVersion: UInt64
@@ -150,7 +155,7 @@ public struct EdgeSession: Sendable {
             }
             if case .inFlight(let pushed, _) = push, upTo >= pushed {
                 push = .idle
-                actions += startPush()
+                if pushDue { actions += startPush() }
             }
             return actions
         case (.online, .changes(let entries, let upTo, let more, let snapshots)):
@@ -200,8 +205,9 @@ public struct EdgeSession: Sendable {
         guard state == .online, push == .loading else { return [] }
         guard let last = entries.last else {
             push = .idle
-            return []
+            return pushDue ? startPush() : []
         }
+        if entries.count >= configuration.batchSize { pushDue = true }
         push = .inFlight(upTo: last.sequence, since: now)
         return [.send(.push(entries))]
     }
@@ -225,9 +231,11 @@ public struct EdgeSession: Sendable {
 
     // MARK: Local events
 
-    /// Something new was written locally: push it now rather than at the next tick.
+    /// Something new was written locally: push it now rather than at the next tick (or, with
+    /// a push under way, once the hub acknowledged it).
     public mutating func localChange() -> [Action] {
-        state == .online ? startPush() : []
+        pushDue = true
+        return state == .online ? startPush() : []
     }
 
     /// The periodic sync timer: push and pull, resend what went unanswered, expire rights requests.
@@ -288,6 +296,7 @@ public struct EdgeSession: Sendable {
     private mutating func startPush() -> [Action] {
         guard push == .idle else { return [] }
         push = .loading
+        pushDue = false
         return [.loadPush(after: hubHighWater, limit: configuration.batchSize)]
     }
 

@@ -14,10 +14,14 @@ public struct MemberMergeRecord: Sendable, Equatable {
 }
 
 extension HubLedger {
-    /// One statement for up to 64 members (padded), so it is prepared once.
-    private static let mergedAmongSQL =
+    /// Statements for 1, 4, 16 and 64 members (a chunk is padded to the next size), so only
+    /// four are ever prepared, and a push touching one member (most do) costs one key lookup,
+    /// not a 64-value IN list.
+    private static let mergedAmongSizes = [1, 4, 16, 64]
+    private static let mergedAmongSQL = mergedAmongSizes.map { size in
         "SELECT id, merged_into FROM members WHERE merged_into IS NOT NULL AND id IN ("
-        + Array(repeating: "?", count: 64).joined(separator: ", ") + ") ORDER BY id"
+            + Array(repeating: "?", count: size).joined(separator: ", ") + ") ORDER BY id"
+    }
 
     /// Member merge after a merge of entries. A registration whose phone hash another
     /// record has (the same person registered at two stores, both offline) merges the two:
@@ -61,14 +65,16 @@ extension HubLedger {
             touched.remove(merged)
         }
         // Points of merged records that reached the hub with this push: found with one
-        // statement per 64 members touched (padded, so it is always the same statement).
+        // statement per 64 members touched.
         let members = touched.sorted()
         var start = 0
         while start < members.count {
             let chunk = Array(members[start..<min(start + 64, members.count)])
             start += 64
-            let padded = chunk + Array(repeating: chunk[chunk.count - 1], count: 64 - chunk.count)
-            let rows = try db.query(Self.mergedAmongSQL, padded.map { .uint($0.rawValue) })
+            let size = Self.mergedAmongSizes.firstIndex { $0 >= chunk.count } ?? Self.mergedAmongSizes.count - 1
+            let padding = Self.mergedAmongSizes[size] - chunk.count
+            let padded = chunk + Array(repeating: chunk[chunk.count - 1], count: padding)
+            let rows = try db.query(Self.mergedAmongSQL[size], padded.map { .uint($0.rawValue) })
             for row in rows {
                 try moveMergedPoints(
                     db, merged: MemberID(rawValue: row.uint(0)), survivor: MemberID(rawValue: row.uint(1)))

@@ -126,6 +126,53 @@ import Testing
         #expect(cleared.liability.values.reduce(0, +) == UInt64(after))
     }
 
+    /// Points a store earned for a merged record before it heard of the merge reach the hub
+    /// with a later push, among the purchases of `others` other members: whatever the number
+    /// of members that push touches (the hub looks merged records up 1, 4, 16 or 64 at a
+    /// time), they move to the survivor.
+    @Test(arguments: [0, 1, 3, 4, 15, 16, 63, 64, 70])
+    func pointsOfAMergedRecordArrivingLaterMoveToTheSurvivor(others: Int) throws {
+        let hubDB = try openHub()
+        try hubDB.run(
+            "INSERT INTO rules(version, document, published_ms) VALUES(?, ?, ?)",
+            [.int(1), .blob(Self.rules.signed(by: SigningKeyPair.generate())), .int(1)])
+        var hub = HubLedger()
+        let clock = self.clock
+        hub.now = { clock.now }
+        var s = try store(1)
+        var t = try store(2)
+        let phone = "+4915112345678"
+        let first = try s.db.transaction {
+            try s.ledger.register(s.db, card: "4600000000015", phone: phone, referrer: nil)
+        }
+        clock.advance(days: 1)
+        let second = try t.db.transaction {
+            try t.ledger.register(t.db, card: "4006381333931", phone: phone, referrer: nil)
+        }
+        let cards = (1...max(others, 1)).map { CardNumber.issued(prefix: "47", serial: $0).digits }
+        for card in cards.prefix(others) {
+            _ = try t.db.transaction { try t.ledger.register(t.db, card: card, phone: nil, referrer: nil) }
+        }
+        // The later registration reaches the hub first; the earlier one merges it.
+        try sync(&t, hub, hubDB)
+        try sync(&s, hub, hubDB)
+        #expect(try hub.member(hubDB, card: "4006381333931")?.id == first.id)
+        let before = try #require(try hub.member(hubDB, card: "4600000000015")?.balance)
+
+        // Store t has not heard of the merge: it sells on the merged record and to the others.
+        let late = try buy(t, card: "4006381333931", "T-late")
+        var othersEarned: [Int64] = []
+        for (index, card) in cards.prefix(others).enumerated() {
+            othersEarned.append(Int64(try buy(t, card: card, "T-\(index)")))
+        }
+        try sync(&t, hub, hubDB)
+        #expect(try hub.member(hubDB, card: "4600000000015")?.balance == before + Int64(late))
+        #expect(try hub.counter(hubDB, member: second.id, account: .main).balance == 0)
+        for (card, earned) in zip(cards.prefix(others), othersEarned) {
+            #expect(try hub.member(hubDB, card: card)?.balance == 1_000 + earned, "not merged: keeps its own")
+        }
+    }
+
     @Test(arguments: HubBackend.available)
     func differentPhonesAreNotMerged(backend: HubBackend) throws {
         let hubDB = try openHub(backend)

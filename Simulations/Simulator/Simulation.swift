@@ -767,21 +767,25 @@ public final class Simulation {
     func preloadMembers() throws {
         var keyBytes = [UInt8](repeating: 7, count: 32)
         let phoneKey = SecretBytes(consuming: &keyBytes)
-        for store in stores {
-            let records = stride(from: store.index, to: config.members, by: config.stores).enumerated().map {
-                serial, index in
-                MemberRecord(
-                    id: MemberID(origin: store.node, serial: UInt32(serial + 1)), card: Self.card(index),
-                    phoneHash: PhoneNumber(Self.phone(index))!.hash(key: phoneKey), referrer: nil,
-                    registeredAt: HLCTimestamp(milliseconds: Self.epoch, logical: 0))
+        // The hub takes them in one transaction, as one import (its member indexes are built
+        // once at the end); each store takes its own in one.
+        try hubDB.transaction {
+            try hubLedger.importMembers(hubDB) { add in
+                for store in stores {
+                    let records = stride(from: store.index, to: config.members, by: config.stores).enumerated().map {
+                        serial, index in
+                        MemberRecord(
+                            id: MemberID(origin: store.node, serial: UInt32(serial + 1)), card: Self.card(index),
+                            phoneHash: PhoneNumber(Self.phone(index))!.hash(key: phoneKey), referrer: nil,
+                            registeredAt: HLCTimestamp(milliseconds: Self.epoch, logical: 0))
+                    }
+                    try add(records, try hubLedger.partner(hubDB, of: store.node))
+                    try store.db.transaction {
+                        try store.ledger.importMembers(store.db, records.map { MemberSnapshot(record: $0, slots: []) })
+                    }
+                    if store.index % 16 == 0 { reportProgress(Double(store.index) / Double(stores.count)) }
+                }
             }
-            try hubDB.transaction {
-                try hubLedger.importMembers(hubDB, records, partner: try hubLedger.partner(hubDB, of: store.node))
-            }
-            try store.db.transaction {
-                try store.ledger.importMembers(store.db, records.map { MemberSnapshot(record: $0, slots: []) })
-            }
-            if store.index % 16 == 0 { reportProgress(Double(store.index) / Double(stores.count)) }
         }
         members = (0..<config.members).map { Member(card: Self.card($0), person: $0, home: $0 % config.stores) }
         zipf.grow(to: members.count)

@@ -248,6 +248,67 @@ import Testing
         #expect(found.map(\.record) == [records[2]])
     }
 
+    /// Several partners' members in one import: into an empty hub its member indexes are
+    /// built once at the end (the same indexes, used again by lookups); into a hub that holds
+    /// members they are kept as they are. Either way every member is found by card and phone
+    /// and served by its partner. A failed import takes nothing away.
+    @Test(arguments: HubBackend.available)
+    func aBatchImportKeepsTheMemberIndexesAndFindsEveryMember(backend: HubBackend) throws {
+        let (hub, hubDB, stores) = try world(backend)
+        func indexes() throws -> [String] {
+            guard hubDB.dialect == .sqlite else { return [] }
+            return try hubDB.query(
+                "SELECT name || ':' || sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'members' ORDER BY 1"
+            ).map { $0.text(0) }
+        }
+        let before = try indexes()
+        func records(_ store: Int, _ serials: ClosedRange<Int>) -> [MemberRecord] {
+            serials.map { serial in
+                MemberRecord(
+                    id: MemberID(origin: stores[store].node, serial: UInt32(serial)),
+                    card: CardNumber.issued(prefix: "47", serial: store * 1_000 + serial).digits,
+                    phoneHash: [UInt8](repeating: UInt8(store), count: 31) + [UInt8(serial)], referrer: nil,
+                    registeredAt: HLCTimestamp(rawValue: 1))
+            }
+        }
+        // An import into the empty hub that fails leaves neither its members nor a missing index behind.
+        #expect(throws: (any Error).self) {
+            try hubDB.transaction {
+                try hub.importMembers(hubDB) { add in
+                    try add(records(3, 1...3), "pharmacy")
+                    throw HubError("the export file ends early")
+                }
+            }
+        }
+        #expect(try hub.member(hubDB, card: records(3, 1...1)[0].card) == nil)
+        #expect(try indexes() == before)
+        let first = [("grocer", records(0, 1...20)), ("pharmacy", records(2, 1...20))]
+        try hubDB.transaction { try hub.importMembers(hubDB) { add in for (p, r) in first { try add(r, p) } } }
+        #expect(try indexes() == before)
+        if hubDB.dialect == .sqlite {
+            let plan = try hubDB.query("EXPLAIN QUERY PLAN SELECT id FROM members WHERE card = ?", [.text("x")])
+            #expect(
+                plan.contains { $0.values.contains(.text("SEARCH members USING COVERING INDEX members_card (card=?)")) }
+            )
+        }
+        // A second import into a hub that holds members now.
+        let second = [("fuel", records(1, 1...5))]
+        try hubDB.transaction { try hub.importMembers(hubDB) { add in for (p, r) in second { try add(r, p) } } }
+        #expect(try indexes() == before)
+        for (partner, batch) in first + second {
+            for record in batch {
+                let found = try hubDB.transaction {
+                    try hub.lookupMember(hubDB, card: "", phoneHashes: [record.phoneHash], for: stores[3].node)
+                }
+                #expect(found.map(\.record) == [record])
+                #expect(try hub.member(hubDB, card: record.card)?.id == record.id)
+                let scope = try hubDB.query(
+                    "SELECT partner FROM member_scope WHERE member = ? ORDER BY partner", [.uint(record.id.rawValue)])
+                #expect(scope.map { $0.text(0) }.contains(partner))
+            }
+        }
+    }
+
     @Test(arguments: HubBackend.available)
     func rulesTurnPartnerGroupsOnForWhatStoresAlreadyHold(backend: HubBackend) throws {
         let hubDB = try openHub(backend)

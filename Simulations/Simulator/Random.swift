@@ -60,7 +60,9 @@ public struct Zipf: Sendable {
     /// Extends the table to `count` ranks (members register during the run).
     public mutating func grow(to count: Int) {
         var total = cumulative.last ?? 0
-        cumulative.reserveCapacity(count)
+        // Doubling: a registration adds one rank, and reserving just that would copy the
+        // whole table (8 bytes a member) every time.
+        if cumulative.capacity < count { cumulative.reserveCapacity(max(count, 2 * cumulative.capacity)) }
         while cumulative.count < count {
             total += 1 / Foundation.pow(Double(cumulative.count + 1) + offset, exponent)
             cumulative.append(total)

@@ -66,33 +66,12 @@ public struct SQLRow: Sendable {
     public func isNull(_ index: Int) -> Bool { values[index] == .null }
 }
 
-/// The prepared-statement cache's key: the SQL text, hashed by its length and its first and
-/// last 32 bytes only. Hashing every byte of a statement of several hundred bytes at every
-/// call showed in profiles; statements differ in length or at their ends, and keys that hash
-/// alike are still told apart by comparing the whole text (which for the same string value
-/// at every call, as the ledgers' constants are, is decided without reading it).
-struct StatementKey: Hashable {
-    let sql: String
-
-    func hash(into hasher: inout Hasher) {
-        let utf8 = sql.utf8
-        hasher.combine(utf8.count)
-        let hashed: Void? = utf8.withContiguousStorageIfAvailable { bytes in
-            hasher.combine(bytes: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes.prefix(32))))
-            hasher.combine(bytes: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes.suffix(32))))
-        }
-        if hashed == nil { hasher.combine(sql) }
-    }
-
-    static func == (a: StatementKey, b: StatementKey) -> Bool { a.sql == b.sql }
-}
-
 /// A SQLite connection with a prepared-statement cache. Not thread-safe: one thread at a time
 /// (the `DatabaseWriter` thread, or the thread that opened it before handing it over).
 public final class SQLiteConnection: @unchecked Sendable {
     // @unchecked: ownership moves between threads only through DatabaseWriter's lock, never shared.
     private var db: OpaquePointer?
-    private var cache: [StatementKey: OpaquePointer] = [:]
+    private var cache: [String: OpaquePointer] = [:]
     public let path: String
     /// Whether this connection writes its WAL through the wal-batch VFS.
     public let batchedWAL: Bool
@@ -193,12 +172,12 @@ public final class SQLiteConnection: @unchecked Sendable {
     }
 
     private func prepare(_ sql: String) throws(SQLiteError) -> OpaquePointer {
-        if let statement = cache[StatementKey(sql: sql)] { return statement }
+        if let statement = cache[sql] { return statement }
         try checkSynchronous(sql)
         var statement: OpaquePointer?
         let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard rc == SQLITE_OK, let statement else { throw error(rc, sql) }
-        cache[StatementKey(sql: sql)] = statement
+        cache[sql] = statement
         return statement
     }
 

@@ -22,24 +22,6 @@ func temporaryPath(_ name: String) -> String {
         #expect(row.isNull(3))
     }
 
-    /// The statement cache hashes a statement's length and ends only: two statements that
-    /// differ only in the middle hash alike and still run as themselves, also when built anew
-    /// at each call.
-    @Test func statementsDifferingOnlyInTheMiddleAreCachedApart() throws {
-        let db = try SQLiteConnection(path: ":memory:")
-        let ends = (String(repeating: "a", count: 40), String(repeating: "z", count: 40))
-        func sql(_ value: Int) -> String { "SELECT '\(ends.0)', \(value) AS v, '\(ends.1)'" }
-        #expect(sql(1).utf8.count == sql(2).utf8.count)
-        #expect(StatementKey(sql: sql(1)).hashValue == StatementKey(sql: sql(2)).hashValue)
-        #expect(StatementKey(sql: sql(1)) != StatementKey(sql: sql(2)))
-        for _ in 0..<3 {
-            for value in 1...2 {
-                let row = try #require(try db.query(String(sql(value))).first)
-                #expect(row.int(1) == Int64(value))
-            }
-        }
-    }
-
     @Test func failuresCarryTheCodeAndTheStatement() throws {
         let db = try SQLiteConnection(path: ":memory:")
         try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")

@@ -129,7 +129,7 @@ let package = Package(
             name: "SyncProtocolTests",
             dependencies: ["SyncProtocol", .product(name: "PropertyBased", package: "swift-property-based")],
             exclude: ["Fixtures"]),
-        .testTarget(name: "NodeKitTests", dependencies: ["NodeKit", "SyncProtocol"]),
+        .testTarget(name: "NodeKitTests", dependencies: ["NodeKit", "SyncProtocol", "CSQLite"]),
         .testTarget(name: "EdgeNodeTests", dependencies: ["EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "HubNodeTests", dependencies: ["HubNode", "EdgeNode", "NodeKit", "SyncProtocol"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Harness", "EdgeNode", "NodeKit", "SyncProtocol"]),

@@ -76,6 +76,12 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// Whether this connection writes its WAL through the wal-batch VFS.
     public let batchedWAL: Bool
 
+    /// Settings SQLite takes once per process, before it initializes (the first connection
+    /// opened applies them): no memory statistics, which nothing here reads and which cost a
+    /// global mutex around every allocation. SQLITE_MISUSE (SQLite already initialized by
+    /// other code in the process) leaves SQLite's defaults, which work as well.
+    private static let processSettings: Int32 = loyalty_sqlite_disable_memory_statistics()
+
     /// Opens the database at `path`. With `batchedWAL` the connection writes each commit's WAL
     /// frames to the kernel in one system call instead of two per frame (the wal-batch VFS,
     /// see CWALBatch; a commit of a few purchases writes some 15 frames). Such a connection
@@ -83,6 +89,7 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// other connections may read them as soon as the commit is published: it runs
     /// synchronous=FULL, set here, and refuses a statement that sets anything weaker.
     public init(path: String, readOnly: Bool = false, batchedWAL: Bool = false) throws(SQLiteError) {
+        _ = Self.processSettings
         self.path = path
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
         let batched = batchedWAL && !readOnly && !Self.isInMemory(path) && loyalty_wal_batch_register() == SQLITE_OK

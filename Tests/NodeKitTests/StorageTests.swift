@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import SyncProtocol
 import Testing
@@ -20,6 +21,16 @@ func temporaryPath(_ name: String) -> String {
         #expect(row.text(1) == "text")
         #expect(row.blob(2) == [0, 1, 255])
         #expect(row.isNull(3))
+    }
+
+    /// The first connection turns SQLite's memory statistics off for the process: no global
+    /// counting around every allocation.
+    @Test func sqliteKeepsNoMemoryStatistics() throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        try db.execute("CREATE TABLE t (v BLOB)")
+        try db.run("INSERT INTO t VALUES (?)", [.blob([UInt8](repeating: 1, count: 100_000))])
+        #expect(try db.query("SELECT length(v) FROM t").first?.int(0) == 100_000)
+        #expect(sqlite3_memory_used() == 0)
     }
 
     @Test func failuresCarryTheCodeAndTheStatement() throws {

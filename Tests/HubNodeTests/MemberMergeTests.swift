@@ -22,6 +22,18 @@ import Testing
         return PlacementTests.Store(ledger: ledger, db: try EdgeLedger.openInMemory())
     }
 
+    /// A hub with the rules published (signed by `key`), its ledger on the suite's clock.
+    func publishedHub(_ backend: HubBackend, signedBy key: SigningKeyPair) throws -> (HubLedger, any SQLDatabase) {
+        let hubDB = try openHub(backend)
+        try hubDB.run(
+            "INSERT INTO rules(version, document, published_ms) VALUES(?, ?, ?)",
+            [.int(1), .blob(Self.rules.signed(by: key)), .int(1)])
+        var hub = HubLedger()
+        let clock = self.clock
+        hub.now = { clock.now }
+        return (hub, hubDB)
+    }
+
     func sync(_ store: inout PlacementTests.Store, _ hub: HubLedger, _ hubDB: any SQLDatabase) throws {
         let high = try hub.originHighWater(hubDB, origin: store.ledger.node)
         let push = try store.db.transaction { try store.ledger.preparePush(store.db, after: high, limit: 10_000) }
@@ -41,14 +53,8 @@ import Testing
 
     @Test(arguments: HubBackend.available)
     func twoOfflineRegistrationsOfOnePhoneBecomeOneMemberWithOneWelcomeBonus(backend: HubBackend) throws {
-        let hubDB = try openHub(backend)
         let hubKey = SigningKeyPair.generate()
-        try hubDB.run(
-            "INSERT INTO rules(version, document, published_ms) VALUES(?, ?, ?)",
-            [.int(1), .blob(Self.rules.signed(by: hubKey)), .int(1)])
-        var hub = HubLedger()
-        let clock = self.clock
-        hub.now = { clock.now }
+        let (hub, hubDB) = try publishedHub(backend, signedBy: hubKey)
         var s = try store(1)
         var t = try store(2)
         let phone = "+4915112345678"
@@ -132,13 +138,7 @@ import Testing
     /// time), they move to the survivor.
     @Test(arguments: [0, 1, 3, 4, 15, 16, 63, 64, 70])
     func pointsOfAMergedRecordArrivingLaterMoveToTheSurvivor(others: Int) throws {
-        let hubDB = try openHub()
-        try hubDB.run(
-            "INSERT INTO rules(version, document, published_ms) VALUES(?, ?, ?)",
-            [.int(1), .blob(Self.rules.signed(by: SigningKeyPair.generate())), .int(1)])
-        var hub = HubLedger()
-        let clock = self.clock
-        hub.now = { clock.now }
+        let (hub, hubDB) = try publishedHub(.sqlite, signedBy: SigningKeyPair.generate())
         var s = try store(1)
         var t = try store(2)
         let phone = "+4915112345678"

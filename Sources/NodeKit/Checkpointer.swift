@@ -80,7 +80,7 @@ final class Checkpointer: Sendable {
             }
             shared.requested = false
             shared.condition.unlock()
-            let started = DispatchTime.now().uptimeNanoseconds
+            let started = monotonicNanoseconds()
             // PASSIVE never waits for the writer. What was committed meanwhile is copied by
             // up to `passes` more passes, each shorter than the last while the writer commits
             // less than a pass copies: once every frame is copied, the writer's next commit
@@ -98,7 +98,7 @@ final class Checkpointer: Sendable {
                 // when a pass copied nothing new.
                 if pass.int(0) != 0 || pass.int(1) == pass.int(2) || pass.int(2) == copiedBefore { break }
             }
-            let elapsed = DispatchTime.now().uptimeNanoseconds - started
+            let elapsed = monotonicNanoseconds() - started
             shared.condition.lock()
             shared.checkpoints += 1
             shared.nanoseconds += elapsed

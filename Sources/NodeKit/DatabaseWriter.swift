@@ -180,7 +180,7 @@ public final class DatabaseWriter {
             }
             sinceCheckpoint += 1
             sinceRestart += 1
-            let started = DispatchTime.now().uptimeNanoseconds
+            let started = monotonicNanoseconds()
             var commitStarted = started
             var outcomes: [(id: UInt64, outcome: Outcome)] = []
             outcomes.reserveCapacity(batch.count)
@@ -199,7 +199,7 @@ public final class DatabaseWriter {
                         outcomes.append((job.id, .failure(error)))
                     }
                 }
-                commitStarted = DispatchTime.now().uptimeNanoseconds
+                commitStarted = monotonicNanoseconds()
                 try db.run("COMMIT")
             } catch {
                 try? db.execute("ROLLBACK")
@@ -207,7 +207,7 @@ public final class DatabaseWriter {
             }
             shared.condition.lock()
             shared.finished += outcomes
-            let finished = DispatchTime.now().uptimeNanoseconds
+            let finished = monotonicNanoseconds()
             shared.transactions += 1
             shared.jobs += UInt64(batch.count)
             shared.busyNanoseconds += finished - started

@@ -283,7 +283,11 @@ import Testing
         #expect(try hub.member(hubDB, card: records(3, 1...1)[0].card) == nil)
         #expect(try indexes() == before)
         let first = [("grocer", records(0, 1...20)), ("pharmacy", records(2, 1...20))]
-        try hubDB.transaction { try hub.importMembers(hubDB) { add in for (p, r) in first { try add(r, p) } } }
+        // A batch sent twice (an export read again) adds nobody twice.
+        try hubDB.transaction {
+            try hub.importMembers(hubDB) { add in for (p, r) in first + first.prefix(1) { try add(r, p) } }
+        }
+        #expect(try hubDB.scalar("SELECT COUNT(*) FROM members") == 40)
         #expect(try indexes() == before)
         if hubDB.dialect == .sqlite {
             let plan = try hubDB.query("EXPLAIN QUERY PLAN SELECT id FROM members WHERE card = ?", [.text("x")])

@@ -89,16 +89,22 @@ public struct EscrowCounter: Sendable, Equatable {
     }
 
     /// rights(i) = earned[i] + Σ moved[j→i] − Σ moved[i→j] − spent[i].
-    public func rights(_ node: NodeID) -> Int64 {
+    public func rights(_ node: NodeID) -> Int64 { rights { $0 == node } }
+
+    /// Σ rights(i) over the nodes in `nodes`, in one pass over the slots. Over every node a
+    /// slot names, it equals the balance: moves between them cancel out.
+    public func rights(among nodes: Set<NodeID>) -> Int64 { rights { nodes.contains($0) } }
+
+    @inline(__always) private func rights(of holds: (NodeID) -> Bool) -> Int64 {
         var total: Int64 = 0
         for (key, value) in slots {
             let amount = Int64(truncatingIfNeeded: value)
             switch key.kind {
-            case .earned where key.from == node: total &+= amount
-            case .spent where key.from == node: total &-= amount
+            case .earned where holds(key.from): total &+= amount
+            case .spent where holds(key.from): total &-= amount
             case .moved:
-                if key.to == node { total &+= amount }
-                if key.from == node { total &-= amount }
+                if holds(key.to) { total &+= amount }
+                if holds(key.from) { total &-= amount }
             default: break
             }
         }

@@ -228,4 +228,36 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
         let violation = #expect(throws: Violation.self) { try simulation.checkInvariants() }
         #expect(violation?.seed == 7 && violation?.check == "no acknowledged operation lost or doubled")
     }
+
+    @Test func theCheckersCatchRightsHeldOutsideTheChainAndSlotsTheLogDoesNotExplain() throws {
+        let simulation = try Simulation(smallWorld(7))
+        _ = try simulation.run()
+        try simulation.checkInvariants()
+        let purchase = try #require(simulation.acknowledged.first)
+        let origin = SQLValue.int(Int(simulation.stores[purchase.store].node.rawValue))
+        let row = try #require(
+            try simulation.hubDB.query(
+                "SELECT member, entry FROM entries WHERE origin = ? AND seq = ?", [origin, .uint(purchase.sequence)]
+            ).first)
+        let member = row.values[0]
+
+        // The hub hands one point's rights to a node that is not in the chain: the chain's
+        // nodes together hold one point less than the balance.
+        try simulation.hubDB.run(
+            "INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES(?, 0, 2, 0, 999, 1)", [member])
+        let leaked = #expect(throws: Violation.self) { try simulation.checkInvariants() }
+        #expect(leaked?.check == "rights conserved")
+        try simulation.hubDB.run("DELETE FROM slots WHERE member = ? AND to_node = 999", [member])
+        try simulation.checkInvariants()
+
+        // The purchase's entry claims a far higher earned slot than the hub's slots hold.
+        var entry = try LogEntry(decoding: row.blob(1))
+        let earned = try #require(entry.effects.firstIndex { $0.account == .main && $0.slot.kind == .earned })
+        entry.effects[earned].value += 1_000_000
+        try simulation.hubDB.run(
+            "UPDATE entries SET entry = ? WHERE origin = ? AND seq = ?",
+            [.blob(entry.encoded), origin, .uint(purchase.sequence)])
+        let unexplained = #expect(throws: Violation.self) { try simulation.checkInvariants() }
+        #expect(unexplained?.check == "slots equal the log")
+    }
 }

@@ -48,6 +48,25 @@ private let storeB = NodeID(2)
         #expect(counter.balance == 60)
     }
 
+    @Test func rightsAmongNodesAddUpTheirRightsAndCoverTheBalanceOverEveryHolder() throws {
+        var counter = EscrowCounter()
+        let storeC = NodeID(3)
+        _ = try counter.earn(at: storeA, 100)
+        _ = try counter.earn(at: storeC, 7)
+        _ = try counter.move(by: storeA, to: hub, 70)
+        _ = try counter.move(by: hub, to: storeB, 40)
+        _ = try counter.redeem(at: storeB, 15, allowance: 0)
+        for nodes in [
+            [], [storeA], [hub, storeB], [storeA, storeB], [hub, storeA, storeB], [hub, storeA, storeB, storeC],
+        ] {
+            #expect(
+                counter.rights(among: Set(nodes)) == nodes.reduce(0) { $0 + counter.rights($1) }, "among \(nodes)")
+        }
+        #expect(counter.rights(among: [hub, storeA, storeB, storeC]) == counter.balance)
+        // A holder left out: what it holds is missing from the sum.
+        #expect(counter.rights(among: [hub, storeA, storeB]) == counter.balance - 7)
+    }
+
     @Test func onlyTheHolderCanMoveRights() throws {
         var counter = EscrowCounter()
         _ = try counter.earn(at: storeA, 100)

@@ -33,6 +33,29 @@ func temporaryPath(_ name: String) -> String {
         #expect(sqlite3_memory_used() == 0)
     }
 
+    /// A statement written as a literal is found by the literal's address; the same text
+    /// built at run time finds the same statement by its text, and never joins the literals
+    /// (heap text is freed and its address reused).
+    @Test func literalStatementsAreFoundByAddressAndBuiltTextByItsText() throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        #expect(try db.query("SELECT 40 + ? AS answer", [.int(2)]).first?.int(0) == 42)
+        #expect(try db.query("SELECT 40 + ? AS answer", [.int(3)]).first?.int(0) == 43)
+        #expect(db.cachedStatements == (1, 1))
+        for round in 0..<200 {
+            // The same text as the literal, and a text of its own each round.
+            let same = ["SELECT", "40", "+", "?", "AS", "answer"].joined(separator: " ")
+            #expect(try db.query(same, [.int(round)]).first?.int(0) == Int64(40 + round))
+            let own = "SELECT " + String(round) + " + ? AS own"
+            #expect(try db.query(own, [.int(1)]).first?.int(0) == Int64(round + 1))
+        }
+        #expect(db.cachedStatements == (201, 1))
+        // A different literal of the same length is told apart by its text. (Text of 15
+        // bytes or fewer is held inside the string itself, with no address of its own: such
+        // statements are found by their text.)
+        #expect(try db.query("SELECT 50 + ? AS answer", [.int(2)]).first?.int(0) == 52)
+        #expect(db.cachedStatements == (202, 2))
+    }
+
     @Test func failuresCarryTheCodeAndTheStatement() throws {
         let db = try SQLiteConnection(path: ":memory:")
         try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")

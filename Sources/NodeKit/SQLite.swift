@@ -217,7 +217,10 @@ public final class SQLiteConnection: @unchecked Sendable {
             switch value {
             case .null: rc = sqlite3_bind_null(statement, index)
             case .integer(let number): rc = sqlite3_bind_int64(statement, index, number)
-            case .text(let text): rc = sqlite3_bind_text(statement, index, text, -1, transientDestructor)
+            case .text(let text):
+                // withCString reads a native string's own bytes; passing `text` as a C string
+                // would copy it into a new array first.
+                rc = text.withCString { sqlite3_bind_text(statement, index, $0, -1, transientDestructor) }
             case .blob(let bytes):
                 rc = bytes.withUnsafeBytes {
                     sqlite3_bind_blob(
@@ -233,10 +236,10 @@ public final class SQLiteConnection: @unchecked Sendable {
     @discardableResult
     public func query(_ sql: String, _ arguments: [SQLValue] = []) throws(SQLiteError) -> [SQLRow] {
         let statement = try prepare(sql)
-        defer {
-            sqlite3_reset(statement)
-            sqlite3_clear_bindings(statement)
-        }
+        defer { sqlite3_reset(statement) }
+        // A call that binds every parameter replaces all the last call's values; one that
+        // binds fewer starts from cleared bindings, so what it leaves out is NULL.
+        if arguments.count < Int(sqlite3_bind_parameter_count(statement)) { sqlite3_clear_bindings(statement) }
         try bind(statement, arguments, sql)
         var rows: [SQLRow] = []
         while true {

@@ -56,6 +56,17 @@ func temporaryPath(_ name: String) -> String {
         #expect(db.cachedStatements == (202, 2))
     }
 
+    /// A call that binds fewer values than the statement has parameters never sees the last
+    /// call's values: what it leaves out is NULL.
+    @Test func parametersLeftOutAreNullNotTheLastCallsValues() throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        let sql = "SELECT coalesce(?, 'none') || '-' || coalesce(?, 'none')"
+        #expect(try db.query(sql, [.text("a"), .text("b")]).first?.text(0) == "a-b")
+        #expect(try db.query(sql, [.text("c")]).first?.text(0) == "c-none")
+        #expect(try db.query(sql, [.text("d"), .text("e")]).first?.text(0) == "d-e")
+        #expect(try db.query(sql).first?.text(0) == "none-none")
+    }
+
     @Test func failuresCarryTheCodeAndTheStatement() throws {
         let db = try SQLiteConnection(path: ":memory:")
         try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")

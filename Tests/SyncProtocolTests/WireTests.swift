@@ -86,6 +86,38 @@ private func sampleEntries() -> [LogEntry] {
         }
     }
 
+    /// Text fields take any valid UTF-8, U+FFFD and NUL included, and refuse every kind of
+    /// malformed sequence rather than repairing it.
+    @Test(
+        arguments: [
+            ([0x61, 0x62, 0x63], true),
+            (Array("kaffe-ø-€-𝄞".utf8), true),
+            ([0xEF, 0xBF, 0xBD], true),  // U+FFFD itself
+            ([0x61, 0x00, 0x62], true),
+            ([], true),
+            ([0x80], false),  // a lone continuation byte
+            ([0xC3], false),  // a sequence cut short
+            ([0xE2, 0x82], false),
+            ([0xC0, 0xAF], false),  // an overlong "/"
+            ([0xED, 0xA0, 0x80], false),  // a surrogate
+            ([0xF4, 0x90, 0x80, 0x80], false),  // beyond U+10FFFF
+            ([0xFF], false),
+            (
+                [0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6A, 0x6B, 0x6C, 0x6D, 0x6E, 0x6F, 0x70, 0xFE],
+                false
+            ),
+        ] as [([UInt8], Bool)])
+    func textFieldsAcceptValidUTF8AndRefuseTheRest(bytes: [UInt8], valid: Bool) throws {
+        var writer = ByteWriter()
+        writer.writeBytes(bytes)
+        var reader = ByteReader(writer.bytes)
+        if valid {
+            #expect(try Array(reader.readString(field: "key").utf8) == bytes)
+        } else {
+            #expect(throws: WireError.invalidText(field: "key")) { try reader.readString(field: "key") }
+        }
+    }
+
     @Test func trailingBytesAndUnknownTagsAreRefused() {
         #expect(throws: WireError.trailingBytes(count: 1)) {
             try SyncMessage(decoding: SyncMessage.ack(upTo: 1).encoded + [0])

@@ -65,6 +65,7 @@ import Testing
         for serial in [0, 7, 99_999, 9_999_999_999] {
             let card = CardNumber.issued(prefix: "47", serial: serial)
             #expect(try CardNumber(card.digits) == card && card.digits.hasPrefix("47"))
+            #expect(Int(card.digits.dropFirst(2).prefix(10)) == serial)
         }
     }
 

@@ -28,6 +28,12 @@ import SyncProtocol
 #endif
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+/// The realtime clock, in seconds: the clock the kernel's receive stamps are read on.
+func realNow() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_REALTIME, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
 let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 let work = URL(
     fileURLWithPath: ProcessInfo.processInfo.environment["BENCH_DIR"] ?? FileManager.default.currentDirectoryPath
@@ -200,7 +206,9 @@ func runLanes(ratePerLane: Double?, duration: Double, tag: String, firstPurchase
         Thread {
             defer { group.leave() }
             // A lane that cannot connect counts one failure, which the runs' checks report.
-            guard let client = try? TimedLane(port: posPort) else { return counter.add(LaneResult(failed: 1)) }
+            guard let client = try? BlockingLineClient(connectTo: SocketAddress(host: "127.0.0.1", port: posPort)),
+                (try? client.stampArrivals()) != nil
+            else { return counter.add(LaneResult(failed: 1)) }
             counter.add(
                 runLane(lane, client, ratePerLane: ratePerLane, duration: duration, tag: tag, first: firstPurchase))
         }.start()
@@ -220,7 +228,7 @@ struct LaneResult {
 }
 
 @Sendable func runLane(
-    _ lane: Int, _ client: TimedLane, ratePerLane: Double?, duration: Double, tag: String, first: Int
+    _ lane: Int, _ client: BlockingLineClient, ratePerLane: Double?, duration: Double, tag: String, first: Int
 )
     -> LaneResult
 {
@@ -264,13 +272,19 @@ struct LaneResult {
         // The kernel's stamp is on the realtime clock: it is carried over to this clock
         // by the two clocks' difference read just before sending.
         let sendingAt = now()
-        let sendingAtReal = TimedLane.realNow()
+        let sendingAtReal = realNow()
         let answer: String
-        let arrivedReal: Double
         do {
-            (answer, arrivedReal) = try client.exchange(line)
+            try client.send(line: line)
+            answer = try client.readLine()
         } catch {
             // The lane is lost: the purchase in flight counts as failed, and the lane stops.
+            result.failed += 1
+            break
+        }
+        // An answer without the kernel's stamp fails the lane rather than being timed some
+        // other way.
+        guard let arrivedReal = client.lastArrival else {
             result.failed += 1
             break
         }

@@ -10,6 +10,12 @@ public final class BlockingLineClient {
     private var descriptor: Int32 = -1
     private var pending: [UInt8] = []
     private var chunk = [UInt8](repeating: 0, count: 4096)
+    /// Room for the kernel's receive stamp, once `stampArrivals` asked for it.
+    private var control: [UInt8] = []
+    private var pendingArrival: Double?
+    /// When the kernel queued the bytes that completed the last line read, in realtime-clock
+    /// seconds, once `stampArrivals` was called (nil before).
+    public private(set) var lastArrival: Double?
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -100,6 +106,17 @@ public final class BlockingLineClient {
         }
     }
 
+    /// Asks the kernel to stamp each segment with when it reached this socket
+    /// (SO_TIMESTAMPNS), read back as `lastArrival`: the time a peer on its own machine
+    /// would see, without this thread's own wake-up.
+    public func stampArrivals() throws {
+        var on: Int32 = 1
+        guard setsockopt(descriptor, SOL_SOCKET, SO_TIMESTAMPNS, &on, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw Failure(description: "SO_TIMESTAMPNS: \(String(cString: strerror(errno)))")
+        }
+        control = [UInt8](repeating: 0, count: 128)
+    }
+
     /// Reads up to the next newline.
     public func readLine() throws -> String {
         var scanned = 0
@@ -111,10 +128,13 @@ public final class BlockingLineClient {
                 } else {
                     pending.removeFirst(newline + 1)
                 }
+                lastArrival = pendingArrival
                 return line
             }
             scanned = pending.count
-            let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            let count =
+                control.isEmpty
+                ? chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) } : receiveStamped()
             if count < 0 && errno == EINTR { continue }  // a signal (a child process ending) is not a failure
             guard count > 0 else {
                 if count == 0 { throw Failure(description: "connection closed by the node") }
@@ -124,6 +144,34 @@ public final class BlockingLineClient {
                 )
             }
             pending += chunk[0..<count]
+        }
+    }
+
+    /// One recvmsg into `chunk`, keeping the kernel's stamp in `pendingArrival`.
+    private func receiveStamped() -> Int {
+        chunk.withUnsafeMutableBytes { data in
+            control.withUnsafeMutableBytes { control in
+                var vector = iovec(iov_base: data.baseAddress, iov_len: data.count)
+                return withUnsafeMutablePointer(to: &vector) { vector in
+                    var message = msghdr()
+                    message.msg_iov = vector
+                    message.msg_iovlen = 1
+                    message.msg_control = control.baseAddress
+                    message.msg_controllen = control.count
+                    let count = recvmsg(descriptor, &message, 0)
+                    // One control message at most: struct cmsghdr (length, level, type), then
+                    // a struct timespec at the next 8-byte boundary.
+                    let headerSize = MemoryLayout<cmsghdr>.size
+                    if count > 0, message.msg_controllen >= headerSize + MemoryLayout<timespec>.size {
+                        let header = control.loadUnaligned(as: cmsghdr.self)
+                        if header.cmsg_level == SOL_SOCKET && header.cmsg_type == SO_TIMESTAMPNS {
+                            let time = control.loadUnaligned(fromByteOffset: headerSize, as: timespec.self)
+                            pendingArrival = Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+                        }
+                    }
+                    return count
+                }
+            }
         }
     }
 

@@ -4,7 +4,9 @@ import Testing
 @testable import NodeKit
 
 @Suite struct LoopTests {
-    @Test func aTCPEchoServerOnTheLoopAnswersABlockingClient() throws {
+    /// With `stamped`, the client also reads when the kernel queued the answer, which lies
+    /// between sending and the read returning (on the realtime clock).
+    @Test(arguments: [false, true]) func aTCPEchoServerOnTheLoopAnswersABlockingClient(stamped: Bool) throws {
         let loop = try EventLoop()
         let listener = try TCPListener(loop: loop)
         var streams: [TCPStream] = []
@@ -22,8 +24,19 @@ import Testing
             else {
                 return
             }
+            func realNow() -> Double {
+                var time = timespec()
+                clock_gettime(CLOCK_REALTIME, &time)
+                return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+            }
+            if stamped { try? connection.stampArrivals() }
+            let sent = realNow()
             try? connection.send(line: "ping")
-            answer.set(try? connection.readLine())
+            let line = try? connection.readLine()
+            let read = realNow()
+            let arrival = connection.lastArrival
+            let stampHolds = stamped ? arrival.map { $0 >= sent && $0 <= read } ?? false : arrival == nil
+            answer.set(stampHolds ? line : "stamp \(String(describing: arrival)) outside \(sent)...\(read)")
         }
         client.start()
         loop.run()

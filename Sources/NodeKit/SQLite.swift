@@ -73,9 +73,10 @@ public final class SQLiteConnection: @unchecked Sendable {
     private var db: OpaquePointer?
     private var cache: [String: OpaquePointer] = [:]
     /// The statements of SQL written as string literals, found by where the literal's bytes
-    /// are: a literal lives in the program's image for as long as the program runs, so its
-    /// address names it, and finding it costs no hash of the whole text (which was 4 % of
-    /// the simulator's instructions). Text built at run time is looked up in `cache` only.
+    /// are: a literal lives in the program's image for as long as the program runs (nothing
+    /// here unloads a library), so its address names it, and finding it costs no hash of the
+    /// whole text (which was 4 % of the simulator's instructions). Text built at run time is
+    /// looked up in `cache` only.
     private var literals: [UInt: (sql: String, statement: OpaquePointer)] = [:]
     /// Statements prepared, and how many of them are also found by a literal's address.
     var cachedStatements: (all: Int, byLiteral: Int) { (cache.count, literals.count) }

@@ -209,6 +209,14 @@ func runLanes(ratePerLane: Double?, duration: Double, tag: String, firstPurchase
             guard let client = try? BlockingLineClient(connectTo: SocketAddress(host: "127.0.0.1", port: posPort)),
                 (try? client.stampArrivals()) != nil
             else { return counter.add(LaneResult(failed: 1)) }
+            // Linux turns stamping on a moment after a socket first asks for it: the lane
+            // waits for a stamped answer before its purchases are timed.
+            for _ in 0..<200 where client.lastArrival == nil {
+                guard (try? client.send(line: #"{"jsonrpc":"2.0","id":0,"method":"node.status"}"#)) != nil,
+                    (try? client.readLine()) != nil
+                else { break }
+                if client.lastArrival == nil { usleep(5_000) }
+            }
             counter.add(
                 runLane(lane, client, ratePerLane: ratePerLane, duration: duration, tag: tag, first: firstPurchase))
         }.start()

@@ -14,7 +14,8 @@ public final class BlockingLineClient {
     private var control: [UInt8] = []
     private var pendingArrival: Double?
     /// When the kernel queued the bytes that completed the last line read, in realtime-clock
-    /// seconds, once `stampArrivals` was called (nil before).
+    /// seconds, once `stampArrivals` was called. Nil before, and for bytes the kernel did not
+    /// stamp: Linux turns stamping on a moment after a socket first asks for it.
     public private(set) var lastArrival: Double?
 
     public struct Failure: Error, CustomStringConvertible {
@@ -159,6 +160,7 @@ public final class BlockingLineClient {
                     message.msg_control = control.baseAddress
                     message.msg_controllen = control.count
                     let count = recvmsg(descriptor, &message, 0)
+                    if count > 0 { pendingArrival = nil }
                     // One control message at most: struct cmsghdr (length, level, type), then
                     // a struct timespec at the next 8-byte boundary.
                     let headerSize = MemoryLayout<cmsghdr>.size

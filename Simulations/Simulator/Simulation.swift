@@ -293,13 +293,16 @@ public final class Simulation {
     /// Runs the safety phase (workload under faults), heals everything, runs the liveness
     /// phase until every replica converged, then checks every invariant.
     public func run() throws -> SimulationSummary {
-        // Promo codes at the hub, drawn from the seed: some will be tried twice.
-        for index in 0..<max(10, config.members / 10) {
-            let code = "SIM" + String(format: "%07d", index * 7_919 % 10_000_000)
-            promoCodes.append(code)
-            try hubDB.run(
-                "INSERT INTO promo_codes(code, points, created_ms) VALUES(?, ?, ?)",
-                [.text(code), .int(50 + 10 * (index % 5)), .uint(Self.epoch)])
+        // Promo codes at the hub, drawn from the seed (some will be tried twice), issued in
+        // one transaction.
+        try hubDB.transaction {
+            for index in 0..<max(10, config.members / 10) {
+                let code = "SIM" + String(format: "%07d", index * 7_919 % 10_000_000)
+                promoCodes.append(code)
+                try hubDB.run(
+                    "INSERT INTO promo_codes(code, points, created_ms) VALUES(?, ?, ?)",
+                    [.text(code), .int(50 + 10 * (index % 5)), .uint(Self.epoch)])
+            }
         }
         // Members known everywhere before the day starts: registered at their home stores.
         if config.preloadMembers {

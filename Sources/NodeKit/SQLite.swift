@@ -195,11 +195,23 @@ public final class SQLiteConnection: @unchecked Sendable {
         return statement
     }
 
-    /// Whether `address` lies in a loaded program or library (where literals are), not on
-    /// the heap or a stack.
+    /// Whether `address` lies in the program or a library loaded when first asked (where
+    /// literals are), not on the heap or a stack. A library loaded later is not looked at:
+    /// its literals are found by their text, which is only slower.
     private static func isInProgramImage(_ address: UInt) -> Bool {
-        loyalty_address_is_in_loaded_image(UnsafeRawPointer(bitPattern: address)) != 0
+        programImages.contains { $0.contains(address) }
     }
+
+    private static let programImages: [Range<UInt>] = {
+        var capacity = 64
+        while true {
+            var starts = [UInt](repeating: 0, count: capacity)
+            var ends = [UInt](repeating: 0, count: capacity)
+            let count = Int(loyalty_loaded_image_ranges(&starts, &ends, Int32(capacity)))
+            if count <= capacity { return (0..<count).map { starts[$0]..<ends[$0] } }
+            capacity = count + 16
+        }
+    }()
 
     private func preparedByText(_ sql: String) throws(SQLiteError) -> OpaquePointer {
         if let statement = cache[sql] { return statement }

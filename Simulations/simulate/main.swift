@@ -22,7 +22,9 @@ struct Simulate: ParsableCommand {
 /// pages when the tunable `glibc.malloc.hugetlb=1` is set, which it reads only at start-up:
 /// `run` and `replay` re-execute themselves once with it set (the 1,000-store day takes
 /// about 8 % less). A caller who sets `glibc.malloc.hugetlb` themselves is left as is, and a
-/// failed re-execution carries on without it. Nothing the simulation computes depends on it.
+/// failed re-execution carries on without it. Under valgrind (its preload library is in
+/// LD_PRELOAD) nothing is re-executed: valgrind would run the new image natively, unmeasured.
+/// Nothing the simulation computes depends on it.
 enum HugePages {
     static let tunable = "glibc.malloc.hugetlb"
 
@@ -30,6 +32,7 @@ enum HugePages {
         #if os(Linux)
             let current = getenv("GLIBC_TUNABLES").map { String(cString: $0) } ?? ""
             guard !current.contains(tunable) else { return }
+            if let preload = getenv("LD_PRELOAD").map({ String(cString: $0) }), preload.contains("vgpreload") { return }
             let value = current.isEmpty ? "\(tunable)=1" : "\(current):\(tunable)=1"
             guard setenv("GLIBC_TUNABLES", value, 1) == 0 else { return }
             execv("/proc/self/exe", CommandLine.unsafeArgv)

@@ -632,7 +632,8 @@ public final class Simulation {
                 }
                 try execute(store, store.session.entriesLoaded(entries, now: now))
             case .recordAck(let upTo):
-                try store.db.transaction { try store.ledger.acknowledge(store.db, upTo: upTo) }
+                // A single write (events run one at a time): no explicit transaction around it.
+                try store.ledger.acknowledge(store.db, upTo: upTo)
             case .applyChanges(let entries, let upTo, let more, let snapshots):
                 do {
                     try store.db.transaction {
@@ -1047,7 +1048,8 @@ public final class Simulation {
         // The counters the log's slot writes add up to, replayed from scratch (a plain map:
         // a replica's change versions are not needed here).
         var replayed: [AccountKey: EscrowCounter] = [:]
-        let rows = try hubDB.query("SELECT entry FROM entries ORDER BY feed_seq")
+        // In storage order: every figure below is a sum or a maximum, whatever the order.
+        let rows = try hubDB.query("SELECT entry FROM entries")
         replayed.reserveCapacity(rows.count)
         for row in rows {
             let entry = try LogEntry(decoding: row.blob(0))

@@ -507,8 +507,11 @@ public struct EdgeLedger: Sendable {
         // Every member whose counter an entry since the last scan raised here (a referral
         // raises the referrer's too).
         var members = Set<MemberID>()
-        for row in try db.query("SELECT entry FROM log WHERE seq > ?", [.uint(scanned)]) {
-            for effect in try LogEntry(decoding: row.blob(0)).effects { members.insert(effect.member) }
+        // The log only grows, so its tail is the last entry scanned, or `scanned` itself.
+        var tail = scanned
+        for row in try db.query("SELECT seq, entry FROM log WHERE seq > ?", [.uint(scanned)]) {
+            tail = max(tail, row.uint(0))
+            for effect in try LogEntry(decoding: row.blob(1)).effects { members.insert(effect.member) }
         }
         let cutoff = placementCutoff()
         let queued = try db.query("SELECT member FROM release_queue")
@@ -542,13 +545,14 @@ public struct EdgeLedger: Sendable {
                 let held = counter.rights(node) - pending
                 guard held > 0 else { continue }
                 let (slot, value) = try counter.move(by: node, to: .hub, UInt64(held))
-                _ = try append(
+                tail = try append(
                     db, key: nil, member: nil,
                     operation: .rightsMove(member: member, account: account, to: .hub, points: UInt64(held)),
-                    effects: [SlotWrite(member: member, account: account, slot: slot, value: value)])
+                    effects: [SlotWrite(member: member, account: account, slot: slot, value: value)]
+                ).sequence
             }
         }
-        var last = UInt64(try db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log") ?? 0)
+        var last = tail
         if rules.pendingDays > 0 {
             // Entries still inside the return window are scanned again at every push, so
             // their rights go to the hub as soon as the window closes.
@@ -558,6 +562,8 @@ public struct EdgeLedger: Sendable {
             }
         }
         if last != scanned { try setMeta(db, .releaseScan, last) }
+        // An idle push (the hub has every entry) reads nothing more.
+        guard tail > hubHigh else { return [] }
         return try db.query("SELECT entry FROM log WHERE seq > ? ORDER BY seq LIMIT ?", [.uint(hubHigh), .int(limit)])
             .map { try LogEntry(decoding: $0.blob(0)) }
     }

@@ -59,8 +59,17 @@ public enum CounterSlots {
         }
         switch db.dialect {
         case .sqlite:
-            // One cached statement per row; the text is built once, not for every call.
-            for row in rows { try db.run(upsertSQLite, values(row)) }
+            // Up to four rows a statement (a purchase writes two or three slots), from
+            // literal texts, which the statement cache finds by address.
+            var start = 0
+            while start < rows.count {
+                let end = min(start + upsertsSQLite.count, rows.count)
+                var arguments: [SQLValue] = []
+                arguments.reserveCapacity(6 * (end - start))
+                for row in rows[start..<end] { arguments.append(contentsOf: values(row)) }
+                try db.run(upsertsSQLite[end - start - 1], arguments)
+                start = end
+            }
         case .postgres:
             try db.insert(
                 "INSERT INTO slots(member, account, kind, from_node, to_node, value)", values: "(?, ?, ?, ?, ?, ?)",
@@ -71,10 +80,28 @@ public enum CounterSlots {
         }
     }
 
-    private static let upsertSQLite = """
+    /// The upsert of one to four slot rows (the rows of one statement have distinct keys).
+    private static let upsertsSQLite = [
+        """
         INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?) \
         ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
+        """,
         """
+        INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?), \
+        (?, ?, ?, ?, ?, ?) \
+        ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
+        """,
+        """
+        INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?), \
+        (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?) \
+        ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
+        """,
+        """
+        INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?), \
+        (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?) \
+        ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
+        """,
+    ]
 
     private struct SlotRow: Hashable {
         var member: UInt64

@@ -38,6 +38,24 @@ extension HubLedger {
                 """)
     }
 
+    /// A group's newcomers are read in (since, member) order: with `member` in the index, that
+    /// order is the index's, and a pull sorts nothing (a sort opened a temporary b-tree at
+    /// every pull, empty or not).
+    static let scopeOrderMigration = Migrator.Step(
+        version: 9,
+        sql: """
+            DROP INDEX member_scope_partner;
+            CREATE INDEX member_scope_partner ON member_scope(partner, since, member);
+            """)
+
+    /// The members a one-partner group took on between two feed places, in the order they
+    /// joined: read in index order (see `scopeOrderMigration`).
+    static let newcomersOfOnePartner = """
+        SELECT member, since FROM member_scope
+        WHERE partner = ? AND since > ? AND since <= ?
+        ORDER BY since, member LIMIT ?
+        """
+
     /// Files the entries at feed places `from...to` under every partner serving their member
     /// (run for every entry the hub takes in; `member_scope` is empty while scoping is off,
     /// so it files nothing then).
@@ -264,11 +282,7 @@ extension HubLedger {
         // With one partner a member has one row, so its `since` is its earliest.
         let joined = try db.query(
             partners.count == 1
-                ? """
-                SELECT member, since FROM member_scope
-                WHERE partner = ? AND since > ? AND since <= ?
-                ORDER BY since, member LIMIT ?
-                """
+                ? Self.newcomersOfOnePartner
                 : """
                 SELECT member, MIN(since) FROM member_scope
                 WHERE partner IN (\(list)) AND since > ? AND since <= ?

@@ -82,6 +82,7 @@ public struct HubLedger: Sendable {
         mergesMigration(integer: "INTEGER", blob: "BLOB"),
         scopeMigration(integer: "INTEGER", phoneIndex: true),
         scopeFeedMigration(integer: "INTEGER"),
+        scopeOrderMigration,
     ])
 
     /// Members merged into another record of the same person, and the audit of each merge.
@@ -175,6 +176,7 @@ public struct HubLedger: Sendable {
         mergesMigration(integer: "BIGINT", blob: "BYTEA"),
         scopeMigration(integer: "BIGINT", phoneIndex: false),
         scopeFeedMigration(integer: "BIGINT"),
+        scopeOrderMigration,
     ])
 
     /// Opens (creating if needed) and migrates the hub database.

@@ -9,6 +9,18 @@ import Testing
 /// Partner-group feeds: real store ledgers and the hub's, synced by hand. Grocer and fuel
 /// form the group "north"; pharmacy is a group of its own.
 @Suite struct FeedScopeTests {
+    /// A pull of a one-partner group reads its newcomers in the index's order: no temporary
+    /// b-tree for sorting them, which SQLite opened at every pull, empty or not.
+    @Test func newcomersAreReadInIndexOrderWithoutSorting() throws {
+        let db = try openHub()
+        let plan = try db.query(
+            "EXPLAIN QUERY PLAN " + HubLedger.newcomersOfOnePartner,
+            [.text("partner-1"), .int(0), .int(10), .int(5)]
+        ).map { $0.text(3) }
+        #expect(plan.contains { $0.contains("member_scope_partner") })
+        #expect(!plan.contains { $0.contains("TEMP B-TREE") }, "\(plan)")
+    }
+
     static let scope = FeedScope(byPartnerGroup: true, groups: ["north": ["grocer", "fuel"]])
     static let card = "4600000000015"
 

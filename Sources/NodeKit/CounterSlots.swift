@@ -59,17 +59,8 @@ public enum CounterSlots {
         }
         switch db.dialect {
         case .sqlite:
-            // Up to four rows a statement (a purchase writes two or three slots), from
-            // literal texts, which the statement cache finds by address.
-            var start = 0
-            while start < rows.count {
-                let end = min(start + upsertsSQLite.count, rows.count)
-                var arguments: [SQLValue] = []
-                arguments.reserveCapacity(6 * (end - start))
-                for row in rows[start..<end] { arguments.append(contentsOf: values(row)) }
-                try db.run(upsertsSQLite[end - start - 1], arguments)
-                start = end
-            }
+            // One cached statement per row; the text is built once, not for every call.
+            for row in rows { try db.run(upsertSQLite, values(row)) }
         case .postgres:
             try db.insert(
                 "INSERT INTO slots(member, account, kind, from_node, to_node, value)", values: "(?, ?, ?, ?, ?, ?)",
@@ -80,28 +71,10 @@ public enum CounterSlots {
         }
     }
 
-    /// The upsert of one to four slot rows (the rows of one statement have distinct keys).
-    private static let upsertsSQLite = [
-        """
+    private static let upsertSQLite = """
         INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?) \
         ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
-        """,
         """
-        INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?), \
-        (?, ?, ?, ?, ?, ?) \
-        ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
-        """,
-        """
-        INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?), \
-        (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?) \
-        ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
-        """,
-        """
-        INSERT INTO slots(member, account, kind, from_node, to_node, value) VALUES (?, ?, ?, ?, ?, ?), \
-        (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?) \
-        ON CONFLICT(member, account, kind, from_node, to_node) DO UPDATE SET value = MAX(slots.value, excluded.value)
-        """,
-    ]
 
     private struct SlotRow: Hashable {
         var member: UInt64

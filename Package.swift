@@ -29,6 +29,8 @@ let package = Package(
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // The simulator's allocator (Debian's libmimalloc-dev; no pkg-config file).
+        .systemLibrary(name: "CMimalloc", providers: [.apt(["libmimalloc-dev"])]),
         // A pass-through SQLite VFS that writes each commit's WAL frames in one system call.
         .target(name: "CWALBatch", dependencies: ["CSQLite"]),
 
@@ -102,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "simulate",
             dependencies: [
-                "Harness", "NodeKit", "Simulator",
+                "CMimalloc", "Harness", "NodeKit", "Simulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

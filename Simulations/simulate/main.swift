@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMimalloc
 import Foundation
 import Harness
 import NodeKit
@@ -17,28 +18,17 @@ struct Simulate: ParsableCommand {
 }
 
 /// The simulator's memory is a gigabyte or more of small SQLite pages and statements,
-/// touched at random as events move from store to store; with 4 KiB pages the processor
-/// spends much of its time walking page tables. glibc backs its heap with transparent huge
-/// pages when the tunable `glibc.malloc.hugetlb=1` is set, which it reads only at start-up:
-/// `run` and `replay` re-execute themselves once with it set (the 1,000-store day takes
-/// about 8 % less). A caller who sets `glibc.malloc.hugetlb` themselves is left as is, and a
-/// failed re-execution carries on without it. Under valgrind (its preload library is in
-/// LD_PRELOAD) nothing is re-executed: valgrind would run the new image natively, unmeasured.
-/// Nothing the simulation computes depends on it.
-enum HugePages {
-    static let tunable = "glibc.malloc.hugetlb"
-
-    static func enableForTheHeap() {
-        #if os(Linux)
-            let current = getenv("GLIBC_TUNABLES").map { String(cString: $0) } ?? ""
-            guard !current.contains(tunable) else { return }
-            if let preload = getenv("LD_PRELOAD").map({ String(cString: $0) }), preload.contains("vgpreload") { return }
-            let value = current.isEmpty ? "\(tunable)=1" : "\(current):\(tunable)=1"
-            guard setenv("GLIBC_TUNABLES", value, 1) == 0 else { return }
-            execv("/proc/self/exe", CommandLine.unsafeArgv)
-            // Still here: the re-execution failed; run without huge pages.
-            if current.isEmpty { unsetenv("GLIBC_TUNABLES") } else { setenv("GLIBC_TUNABLES", current, 1) }
-        #endif
+/// touched at random as events move from store to store. Two things about the allocator
+/// count there (docs/simulation.md, "Large worlds"). mimalloc, linked in (CMimalloc),
+/// replaces the C library's malloc for the whole process, SQLite's allocations included:
+/// its size-class pages keep like-sized blocks together and its free lists are cheaper than
+/// glibc's. And with 4 KiB pages the processor spends much of its time walking page tables,
+/// so `run` and `replay` have mimalloc take its memory in 2 MiB pages (transparent huge
+/// pages when no huge pages are reserved). Nothing the simulation computes depends on it:
+/// the traces are the same.
+enum Allocator {
+    static func useLargePages() {
+        mi_option_enable(mi_option_large_os_pages)
     }
 }
 
@@ -244,7 +234,7 @@ extension Simulate {
         @Option(help: "Write a self-contained HTML report (SVG charts) to this file.") var report: String?
 
         func run() throws {
-            HugePages.enableForTheHeap()
+            Allocator.useLargePages()
             let first = world.seed ?? UInt64(Date().timeIntervalSince1970 * 1000) % 1_000_000_007
             var summaries: [SimulationSummary] = []
             let seeds = first..<(first + UInt64(max(1, sweep)))
@@ -281,7 +271,7 @@ extension Simulate {
         @OptionGroup var world: WorldOptions
 
         func run() throws {
-            HugePages.enableForTheHeap()
+            Allocator.useLargePages()
             guard let seed = world.seed else { throw ValidationError("--seed is required") }
             var config = world.config(seed: seed)
             config.recordTrace = true

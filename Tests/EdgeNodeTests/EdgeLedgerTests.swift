@@ -121,6 +121,25 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(try ledger.preparePush(db, after: 1, limit: 1).map(\.sequence) == [2], "batches are bounded")
     }
 
+    @Test func aPushTakenFromTheScanIsWhatTheLogHolds() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"))
+        func stored(after sequence: UInt64) throws -> [[UInt8]] {
+            try db.query("SELECT entry FROM log WHERE seq > ? ORDER BY seq", [.uint(sequence)]).map { $0.blob(0) }
+        }
+        // The hub has everything up to the last scan: the push is the scan and the releases
+        // appended after it, byte for byte what the log holds.
+        #expect(try ledger.preparePush(db, after: 0, limit: 100).map(\.encoded) == stored(after: 0))
+        _ = try ledger.purchase(db, purchase(50_000, receipt: "r2"))
+        let bounded = try ledger.preparePush(db, after: 3, limit: 1)
+        #expect(bounded.map(\.encoded) == Array(try stored(after: 3).prefix(1)), "still bounded")
+        // The hub lacks entries an earlier scan covered (it was restored from a backup): the
+        // push reads them back from the log.
+        #expect(try ledger.preparePush(db, after: 1, limit: 100).map(\.encoded) == stored(after: 1))
+        #expect(try stored(after: 1).count >= 4)
+    }
+
     @Test func feedEntriesApplyOnceAndAGapIsRefused() throws {
         let (storeA, dbA) = try makeLedger(node: 1)
         _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)

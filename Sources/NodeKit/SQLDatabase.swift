@@ -72,8 +72,7 @@ extension SQLDatabase {
             let wide = 16
             var start = 0
             if rows.count >= wide {
-                let sql =
-                    "\(statement) VALUES \(Array(repeating: values, count: wide).joined(separator: ", ")) \(suffix)"
+                let sql = ComposedSQL.insert(statement, values: values, suffix: suffix, rows: wide)
                 var arguments: [SQLValue] = []
                 arguments.reserveCapacity(wide * rows[0].count)
                 while rows.count - start >= wide {
@@ -83,7 +82,7 @@ extension SQLDatabase {
                     start += wide
                 }
             }
-            let sql = "\(statement) VALUES \(values) \(suffix)"
+            let sql = ComposedSQL.insert(statement, values: values, suffix: suffix, rows: 1)
             for row in rows[start...] { try run(sql, row) }
         case .postgres:
             var start = 0
@@ -99,7 +98,10 @@ extension SQLDatabase {
 
 extension SQLiteConnection: SQLDatabase {
     public var dialect: SQLDialect { .sqlite }
-    public func beginWrite() throws { try run("BEGIN IMMEDIATE") }
+    /// BEGIN IMMEDIATE takes the write lock at once, so that writers queue there instead of
+    /// failing to upgrade a read. A private in-memory database has no other connection, and
+    /// a plain BEGIN starts no write until the first write (an idle sync tick writes nothing).
+    public func beginWrite() throws { try run(privateInMemory ? "BEGIN" : "BEGIN IMMEDIATE") }
     /// A prepared COMMIT, kept in the statement cache (a transaction costs no parsing).
     public func commitWrite() throws { try run("COMMIT") }
     public func schemaVersion() throws -> Int64 { try userVersion }

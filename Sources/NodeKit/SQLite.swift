@@ -81,6 +81,8 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// Statements prepared, and how many of them are also found by a literal's address.
     var cachedStatements: (all: Int, byLiteral: Int) { (cache.count, literals.count) }
     public let path: String
+    /// Whether the database is held in memory and private to this connection.
+    let privateInMemory: Bool
     /// Whether this connection writes its WAL through the wal-batch VFS.
     public let batchedWAL: Bool
 
@@ -99,6 +101,7 @@ public final class SQLiteConnection: @unchecked Sendable {
     public init(path: String, readOnly: Bool = false, batchedWAL: Bool = false) throws(SQLiteError) {
         _ = Self.processSettings
         self.path = path
+        privateInMemory = Self.isPrivateInMemory(path)
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
         let batched = batchedWAL && !readOnly && !Self.isInMemory(path) && loyalty_wal_batch_register() == SQLITE_OK
         self.batchedWAL = batched
@@ -121,9 +124,44 @@ public final class SQLiteConnection: @unchecked Sendable {
         if batched { try execute("PRAGMA synchronous=FULL") }
     }
 
+    /// Moves a memdb database (see `isMemoryFile`) into a buffer of `bytes` bytes, so that it
+    /// grows in place up to that size. Otherwise memdb grows by reallocating its buffer to
+    /// twice the size needed, and an allocator that moves a large block to grow it (mimalloc
+    /// does; glibc remaps it) copies the whole database each time, into memory the kernel
+    /// must first clear. Memory of the buffer not yet written is only reserved, not used.
+    /// Connection settings (such as `locking_mode`) are to be set after this call.
+    public func reserveMemoryFile(bytes: Int64) throws(SQLiteError) {
+        guard Self.isMemoryFile(path) else { return }
+        var size: sqlite3_int64 = 0
+        guard let current = sqlite3_serialize(db, "main", &size, 0) else {
+            throw error(SQLITE_NOMEM, "copy \(path) to reserve memory for it")
+        }
+        defer { sqlite3_free(current) }
+        let capacity = max(bytes, size)
+        guard let buffer = sqlite3_malloc64(UInt64(capacity)) else {
+            throw error(SQLITE_NOMEM, "reserve \(capacity) bytes for \(path)")
+        }
+        buffer.copyMemory(from: current, byteCount: Int(size))
+        // From here SQLite owns the buffer, and frees it even if this fails.
+        let rc = sqlite3_deserialize(
+            db, "main", buffer.assumingMemoryBound(to: UInt8.self), size, capacity,
+            UInt32(SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE))
+        guard rc == SQLITE_OK else { throw error(rc, "reserve memory for \(path)") }
+        var limit: Int64 = 1 << 40
+        let limitSet = sqlite3_file_control(db, "main", SQLITE_FCNTL_SIZE_LIMIT, &limit)
+        guard limitSet == SQLITE_OK else { throw error(limitSet, "set the size limit of \(path)") }
+    }
+
     /// Whether `path` names an in-memory database (no files, so no WAL).
     static func isInMemory(_ path: String) -> Bool {
         path.isEmpty || path == ":memory:" || path.hasPrefix("file::memory:") || isMemoryFile(path)
+    }
+
+    /// Whether `path` names an in-memory database no other connection can open: `:memory:`,
+    /// or a memdb name without a leading slash. (A `file::memory:` URI may share its cache,
+    /// and a memdb name with a slash is shared by every connection that names it.)
+    static func isPrivateInMemory(_ path: String) -> Bool {
+        path.isEmpty || path == ":memory:" || (isMemoryFile(path) && !path.hasPrefix("file:/"))
     }
 
     /// Whether `path` is a URI naming a database held by SQLite's memdb VFS: an in-memory
@@ -191,8 +229,18 @@ public final class SQLiteConnection: @unchecked Sendable {
         // The text is compared too; for the same literal that compares the strings' identity.
         if address != 0, let known = literals[address], known.sql == sql { return known.statement }
         let statement = try preparedByText(sql)
-        if address != 0, Self.isInProgramImage(address) { literals[address] = (sql, statement) }
+        if address != 0, Self.isInProgramImage(address) || ComposedSQL.isKept(address) {
+            literals[address] = (sql, statement)
+        }
         return statement
+    }
+
+    /// Where a string literal's bytes are, in the program's image; nil for any other string.
+    static func literalAddress(_ text: String) -> UInt? {
+        guard let address = text.utf8.withContiguousStorageIfAvailable({ UInt(bitPattern: $0.baseAddress) }),
+            address != 0, isInProgramImage(address)
+        else { return nil }
+        return address
     }
 
     /// Whether `address` lies in the program or a library loaded when first asked (where

@@ -130,6 +130,66 @@ func temporaryPath(_ name: String) -> String {
         #expect(!FileManager.default.fileExists(atPath: file))
     }
 
+    /// An insert's statement, put together from literal parts, is found by address like a
+    /// literal: the same parts give one statement however often they run, and parts that are
+    /// not literals still insert what they say.
+    @Test func insertsPutTogetherFromLiteralsAreFoundByAddress() throws {
+        let db = try SQLiteConnection(path: ":memory:")
+        try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+        for key in 0..<40 {
+            try db.insert("INSERT INTO t(k, v)", values: "(?, ?)", rows: [[.int(key), .text("v\(key)")]])
+            try db.insert(
+                "INSERT INTO t(k, v)", values: "(?, ?)", suffix: "ON CONFLICT DO NOTHING",
+                rows: [[.int(key), .text("again")]])
+        }
+        #expect(db.cachedStatements == (2, 2))
+        let many = (100..<140).map { [SQLValue.int($0), .text("w")] }
+        try db.insert("INSERT INTO t(k, v)", values: "(?, ?)", rows: many)
+        #expect(db.cachedStatements == (3, 3), "the 16-row statement, then the one-row one again")
+        let built = "INSERT INTO t(k, " + "v)"
+        try db.insert(built, values: "(?, ?)", rows: [[.int(200), .text("built")]])
+        #expect(db.cachedStatements.byLiteral == 3, "text built at run time is found by its text")
+        #expect(try db.scalar("SELECT COUNT(*) FROM t") == 81)
+        #expect(try db.query("SELECT v FROM t WHERE k = 7").first?.text(0) == "v7")
+    }
+
+    /// A memdb database moved into a reserved buffer keeps what it held, takes more than the
+    /// buffer (memdb grows it then), and rolls back as before; `:memory:` is left as it is.
+    @Test func aMemdbDatabaseGrowsInItsReservedBuffer() throws {
+        let name = "file:reserve-\(UUID().uuidString)?vfs=memdb"
+        #expect(SQLiteConnection.isPrivateInMemory(name))
+        #expect(!SQLiteConnection.isPrivateInMemory("file:/shared-\(UUID().uuidString)?vfs=memdb"))
+        #expect(!SQLiteConnection.isPrivateInMemory("file::memory:?cache=shared"))
+        let db = try SQLiteConnection(path: name)
+        try db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+        try db.run("INSERT INTO t VALUES (1, zeroblob(1000))")
+        try db.reserveMemoryFile(bytes: 256 << 10)
+        #expect(try db.scalar("SELECT length(v) FROM t WHERE k = 1") == 1_000)
+        _ = try db.transaction {
+            for key in 2...600 { try db.run("INSERT INTO t VALUES (?, zeroblob(1000))", [.int(key)]) }
+        }
+        #expect(try db.scalar("SELECT COUNT(*) FROM t") == 600)
+        #expect(
+            try db.scalar("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")! > 256 << 10)
+        #expect(throws: SQLiteError.self) {
+            try db.transaction {
+                try db.run("INSERT INTO t VALUES (601, NULL)")
+                try db.run("INSERT INTO t VALUES (1, NULL)")
+            }
+        }
+        #expect(try db.scalar("SELECT COUNT(*) FROM t") == 600, "the failed transaction left nothing")
+        let plain = try SQLiteConnection(path: ":memory:")
+        try plain.reserveMemoryFile(bytes: 1 << 20)
+        try plain.execute("CREATE TABLE u (x)")
+        #expect(throws: SQLiteError.self) {
+            try plain.transaction {
+                try plain.run("INSERT INTO u VALUES (1)")
+                try plain.run("INSERT INTO nowhere VALUES (1)")
+            }
+        }
+        #expect(try plain.scalar("SELECT COUNT(*) FROM u") == 0, "a plain BEGIN rolls back the same")
+    }
+
     @Test func migrationsRunOnceInOrderFromAnyEarlierVersion() throws {
         let migrator = Migrator(steps: [
             .init(version: 1, sql: "CREATE TABLE a (x INTEGER)"),

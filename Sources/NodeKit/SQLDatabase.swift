@@ -98,12 +98,9 @@ extension SQLDatabase {
 
 extension SQLiteConnection: SQLDatabase {
     public var dialect: SQLDialect { .sqlite }
-    /// BEGIN IMMEDIATE takes the write lock at once, so that writers queue there instead of
-    /// failing to upgrade a read. A private in-memory database has no other connection, and
-    /// a plain BEGIN starts no write until the first write (an idle sync tick writes nothing).
-    public func beginWrite() throws { try run(privateInMemory ? "BEGIN" : "BEGIN IMMEDIATE") }
-    /// A prepared COMMIT, kept in the statement cache (a transaction costs no parsing).
-    public func commitWrite() throws { try run("COMMIT") }
+    public func beginWrite() throws { try beginTransaction() }
+    /// A prepared COMMIT, held by the connection (a transaction costs no parsing).
+    public func commitWrite() throws { try commitTransaction() }
     public func schemaVersion() throws -> Int64 { try userVersion }
     public func setSchemaVersion(_ version: Int64) throws { try execute("PRAGMA user_version = \(version)") }
 }

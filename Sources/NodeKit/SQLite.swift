@@ -296,7 +296,32 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// Runs a statement and returns every row.
     @discardableResult
     public func query(_ sql: String, _ arguments: [SQLValue] = []) throws(SQLiteError) -> [SQLRow] {
-        let statement = try prepare(sql)
+        try query(prepare(sql), sql, arguments)
+    }
+
+    /// Opens and commits write transactions with statements prepared once and held here:
+    /// BEGIN and COMMIT are too short to have an address of their own (a string of 15 bytes
+    /// or fewer is held inside the string value), so the cache would find them by hashing
+    /// their text at every transaction.
+    private var transactionStatements: (begin: OpaquePointer?, commit: OpaquePointer?) = (nil, nil)
+
+    func beginTransaction() throws(SQLiteError) {
+        // BEGIN IMMEDIATE takes the write lock at once, so that writers queue there instead
+        // of failing to upgrade a read. A private in-memory database has no other connection,
+        // and a plain BEGIN starts no write until the first write (an idle sync writes nothing).
+        let sql = privateInMemory ? "BEGIN" : "BEGIN IMMEDIATE"
+        if transactionStatements.begin == nil { transactionStatements.begin = try preparedByText(sql) }
+        if let statement = transactionStatements.begin { _ = try query(statement, sql, []) }
+    }
+
+    func commitTransaction() throws(SQLiteError) {
+        if transactionStatements.commit == nil { transactionStatements.commit = try preparedByText("COMMIT") }
+        if let statement = transactionStatements.commit { _ = try query(statement, "COMMIT", []) }
+    }
+
+    private func query(_ statement: OpaquePointer, _ sql: String, _ arguments: [SQLValue]) throws(SQLiteError)
+        -> [SQLRow]
+    {
         defer { sqlite3_reset(statement) }
         // A call that binds every parameter replaces all the last call's values; one that
         // binds fewer starts from cleared bindings, so what it leaves out is NULL.
@@ -351,6 +376,7 @@ public final class SQLiteConnection: @unchecked Sendable {
         for statement in cache.values { sqlite3_finalize(statement) }
         cache.removeAll()
         literals.removeAll()
+        transactionStatements = (nil, nil)
         sqlite3_close_v2(db)
         db = nil
     }

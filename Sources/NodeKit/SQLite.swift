@@ -77,7 +77,7 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// here unloads a library), so its address names it, and finding it costs no hash of the
     /// whole text (which was 4 % of the simulator's instructions). Text built at run time is
     /// looked up in `cache` only.
-    private var literals: [UInt: (sql: String, statement: OpaquePointer)] = [:]
+    private var literals = AddressTable<(sql: String, statement: OpaquePointer)>()
     /// Statements prepared, and how many of them are also found by a literal's address.
     var cachedStatements: (all: Int, byLiteral: Int) { (cache.count, literals.count) }
     public let path: String
@@ -227,10 +227,10 @@ public final class SQLiteConnection: @unchecked Sendable {
     private func prepare(_ sql: String) throws(SQLiteError) -> OpaquePointer {
         let address = sql.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } ?? 0
         // The text is compared too; for the same literal that compares the strings' identity.
-        if address != 0, let known = literals[address], known.sql == sql { return known.statement }
+        if address != 0, let known = literals.find(address), known.sql == sql { return known.statement }
         let statement = try preparedByText(sql)
         if address != 0, Self.isInProgramImage(address) || ComposedSQL.isKept(address) {
-            literals[address] = (sql, statement)
+            literals.set((sql, statement), for: address)
         }
         return statement
     }

@@ -140,6 +140,19 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(try stored(after: 1).count >= 4)
     }
 
+    @Test func unsyncedEntriesAreThoseAfterTheHubsAcknowledgement() throws {
+        let (ledger, db) = try makeLedger()
+        #expect(try ledger.unsyncedEntries(db) == 0, "an empty log")
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        _ = try ledger.purchase(db, purchase(2_000, receipt: "u1"))
+        _ = try ledger.purchase(db, purchase(3_000, receipt: "u2"))
+        #expect(try ledger.unsyncedEntries(db) == 3)
+        try ledger.acknowledge(db, upTo: 2)
+        #expect(try ledger.unsyncedEntries(db) == 1)
+        try ledger.acknowledge(db, upTo: 3)
+        #expect(try ledger.unsyncedEntries(db) == 0)
+    }
+
     @Test func feedEntriesApplyOnceAndAGapIsRefused() throws {
         let (storeA, dbA) = try makeLedger(node: 1)
         _ = try storeA.register(dbA, card: card, phone: nil, referrer: nil)

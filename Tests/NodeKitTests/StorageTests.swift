@@ -327,3 +327,21 @@ func temporaryPath(_ name: String) -> String {
         #expect(throws: KeyFile.Failure.self) { _ = try KeyFile.load(from: path) }
     }
 }
+
+/// The table that finds statements by their SQL's address.
+struct AddressTableTests {
+    @Test func keepsFindsAndReplacesAcrossGrowth() {
+        var table = AddressTable<Int>()
+        #expect(table.find(0x1000) == nil)
+        // Addresses a page apart, as literals in one image are, and enough to grow it twice.
+        let addresses = (1...300).map { UInt(0x40_0000 + $0 * 4_096) }
+        for (index, address) in addresses.enumerated() { table.set(index, for: address) }
+        #expect(table.count == 300)
+        #expect(addresses.enumerated().allSatisfy { table.find($1) == $0 })
+        #expect(table.find(0x40_0000 + 301 * 4_096) == nil)
+        table.set(-1, for: addresses[7])
+        #expect(table.count == 300 && table.find(addresses[7]) == -1, "replaced, not added")
+        table.removeAll()
+        #expect(table.count == 0 && table.find(addresses[0]) == nil)
+    }
+}

@@ -173,19 +173,7 @@ public struct EdgeLedger: Sendable {
     /// log, so an append writes no clock row) and the last stamp observed in other nodes'
     /// entries (meta `hlc`). `ownLast` saves reading the log tail when the caller has it.
     func lastClock(_ db: any SQLDatabase, ownLast: HLCTimestamp? = nil) throws -> HLCTimestamp {
-        guard let ownLast else { return try tailAndClock(db).clock }
-        return max(ownLast, HLCTimestamp(rawValue: try meta(db, .hlc)))
-    }
-
-    /// The log's last sequence number (0 before the first entry) and the clock's last
-    /// reading, in one statement: what every append starts from.
-    func tailAndClock(_ db: any SQLDatabase) throws -> (sequence: UInt64, clock: HLCTimestamp) {
-        guard
-            let row = try db.query(
-                "SELECT seq, hlc, (SELECT value FROM meta WHERE key = 'hlc') FROM log ORDER BY seq DESC LIMIT 1"
-            ).first
-        else { return (0, HLCTimestamp(rawValue: try meta(db, .hlc))) }
-        return (row.uint(0), max(HLCTimestamp(rawValue: row.uint(1)), HLCTimestamp(rawValue: row.uint(2))))
+        max(try ownLast ?? logTail(db).stamp, HLCTimestamp(rawValue: try meta(db, .hlc)))
     }
 
     func meta(_ db: any SQLDatabase, _ key: MetaKey) throws -> UInt64 {
@@ -289,24 +277,14 @@ public struct EdgeLedger: Sendable {
 
     // MARK: Writing
 
-    /// Appends an entry to this store's log and applies its effects, in the caller's
-    /// transaction. `after` is the log's last entry when the caller has just read or written
-    /// it, which saves reading it again.
-    func append(
-        _ db: any SQLDatabase, key: String?, member: MemberID?, operation: Operation, effects: [SlotWrite],
-        after last: LogEntry? = nil
-    ) throws -> LogEntry {
-        let sequence: UInt64
-        let previous: HLCTimestamp
-        if let last {
-            sequence = last.sequence + 1
-            previous = try lastClock(db, ownLast: last.timestamp)
-        } else {
-            let tail = try tailAndClock(db)
-            sequence = tail.sequence + 1
-            previous = tail.clock
-        }
-        var clock = HybridLogicalClock(last: previous)
+    /// Appends an entry to this store's log and applies its effects, in the caller's transaction.
+    func append(_ db: any SQLDatabase, key: String?, member: MemberID?, operation: Operation, effects: [SlotWrite])
+        throws
+        -> LogEntry
+    {
+        let tail = try logTail(db)
+        let sequence = tail.sequence + 1
+        var clock = HybridLogicalClock(last: try lastClock(db, ownLast: tail.stamp))
         let stamp = try clock.now(wall: now())
         let entry = LogEntry(
             origin: node, sequence: sequence, timestamp: stamp, idempotencyKey: key ?? "", operation: operation,
@@ -529,18 +507,11 @@ public struct EdgeLedger: Sendable {
         // Every member whose counter an entry since the last scan raised here (a referral
         // raises the referrer's too).
         var members = Set<MemberID>()
-        // The log only grows, in sequence order, so its tail is the last entry scanned, or
-        // `scanned` itself. `recent` keeps the entries after `scanned` the hub lacks, those
-        // appended here included: when the hub has everything up to `scanned`, they are the push.
+        // The log only grows, so its tail is the last entry scanned, or `scanned` itself.
         var tail = scanned
-        var last: LogEntry?
-        var recent: [LogEntry] = []
-        for row in try db.query("SELECT seq, entry FROM log WHERE seq > ? ORDER BY seq", [.uint(scanned)]) {
-            let entry = try LogEntry(decoding: row.blob(1))
+        for row in try db.query("SELECT seq, entry FROM log WHERE seq > ?", [.uint(scanned)]) {
             tail = max(tail, row.uint(0))
-            last = entry
-            if entry.sequence > hubHigh { recent.append(entry) }
-            for effect in entry.effects { members.insert(effect.member) }
+            for effect in try LogEntry(decoding: row.blob(1)).effects { members.insert(effect.member) }
         }
         let cutoff = placementCutoff()
         let queued = try db.query("SELECT member FROM release_queue")
@@ -574,28 +545,25 @@ public struct EdgeLedger: Sendable {
                 let held = counter.rights(node) - pending
                 guard held > 0 else { continue }
                 let (slot, value) = try counter.move(by: node, to: .hub, UInt64(held))
-                let entry = try append(
+                tail = try append(
                     db, key: nil, member: nil,
                     operation: .rightsMove(member: member, account: account, to: .hub, points: UInt64(held)),
-                    effects: [SlotWrite(member: member, account: account, slot: slot, value: value)], after: last)
-                tail = entry.sequence
-                last = entry
-                recent.append(entry)
+                    effects: [SlotWrite(member: member, account: account, slot: slot, value: value)]
+                ).sequence
             }
         }
-        var scanEnd = tail
+        var last = tail
         if rules.pendingDays > 0 {
             // Entries still inside the return window are scanned again at every push, so
             // their rights go to the hub as soon as the window closes.
             let windowStart = HLCTimestamp(milliseconds: now() &- rules.pendingDays * 86_400_000, logical: 0)
             if let first = try db.scalar("SELECT MIN(seq) FROM log WHERE hlc >= ?", [.uint(windowStart.rawValue)]) {
-                scanEnd = min(scanEnd, UInt64(first) - 1)
+                last = min(last, UInt64(first) - 1)
             }
         }
-        if scanEnd != scanned { try setMeta(db, .releaseScan, scanEnd) }
+        if last != scanned { try setMeta(db, .releaseScan, last) }
         // An idle push (the hub has every entry) reads nothing more.
         guard tail > hubHigh else { return [] }
-        if hubHigh >= scanned { return Array(recent.prefix(limit)) }
         return try db.query("SELECT entry FROM log WHERE seq > ? ORDER BY seq LIMIT ?", [.uint(hubHigh), .int(limit)])
             .map { try LogEntry(decoding: $0.blob(0)) }
     }
@@ -741,15 +709,9 @@ public struct EdgeLedger: Sendable {
     }
 
     /// Entries of this store's log the hub has not acknowledged yet (two index reads).
-    /// Entries the hub has not acknowledged, in one statement (the simulator samples every
-    /// store's every ten simulated minutes).
     public func unsyncedEntries(_ db: any SQLDatabase) throws -> UInt64 {
-        let row = try db.query(
-            "SELECT (SELECT MAX(seq) FROM log), (SELECT value FROM meta WHERE key = ?)",
-            [.text(MetaKey.acknowledged.rawValue)]
-        ).first
-        let last = row?.uint(0) ?? 0
-        return last - min(last, row?.uint(1) ?? 0)
+        let last = try logTail(db).sequence
+        return last - min(last, try meta(db, .acknowledged))
     }
 
     public func status(_ db: any SQLDatabase, connectivity: Connectivity? = nil) throws -> LedgerStatus {

@@ -260,18 +260,10 @@ public struct HubLedger: Sendable {
     /// in a few statements whatever its length: its entries, its new members, and its slot
     /// writes folded to one upsert per slot.
     public func merge(_ db: any SQLDatabase, from store: NodeID, entries: [LogEntry]) throws -> UInt64 {
-        // Where the store's log and the feed stand, and the hub's clock, in one statement.
+        var high = try originHighWater(db, origin: store)
         // Feed places are taken once per push, then counted on: the caller's transaction
         // holds the write lock, so nobody else numbers entries meanwhile.
-        let start = try db.query(
-            """
-            SELECT (SELECT COALESCE(MAX(seq), 0) FROM entries WHERE origin = ?),
-                (SELECT COALESCE(MAX(feed_seq), 0) FROM entries), (SELECT value FROM meta WHERE key = 'hlc')
-            """, [.int(Int(store.rawValue))]
-        ).first
-        var high = start?.uint(0) ?? 0
-        var feed = (start?.uint(1) ?? 0) + 1
-        let hubClock = HLCTimestamp(rawValue: start?.uint(2) ?? 0)
+        var feed = try nextFeedSequence(db)
         let firstFeed = feed
         var accepted: [(LogEntry, UInt64)] = []
         for entry in entries {
@@ -288,14 +280,13 @@ public struct HubLedger: Sendable {
             high = entry.sequence
         }
         let merged = accepted.map(\.0)
-        // The rules are read only for what this ledger was not told (the hub's are).
-        let rules = merged.isEmpty || (feedScope != nil && placementDays != nil) ? nil : try currentRules(db)
+        let rules = merged.isEmpty ? nil : try currentRules(db)
         if (feedScope ?? rules?.feedScope)?.byPartnerGroup == true {
             // Before the entries, so that they are filed under the partners this push adds.
             try recordScope(db, store: store, entries: merged, firstFeed: firstFeed)
         }
         try insert(db, accepted)
-        if let latest = accepted.map(\.0.timestamp).max() { try observe(db, latest, last: hubClock) }
+        if let latest = accepted.map(\.0.timestamp).max() { try observe(db, latest) }
         try mergeMembers(db, after: merged)
         try place(db, after: merged, days: placementDays ?? rules?.placementDays ?? 0)
         return high
@@ -424,8 +415,9 @@ public struct HubLedger: Sendable {
 
     /// Folds a merged entry's clock into the hub's, so the hub's own entries come after
     /// everything it has merged (a stamp beyond the clock's drift bound is not adopted).
-    /// `last` is the clock's reading at the start of the merge.
-    private func observe(_ db: any SQLDatabase, _ stamp: HLCTimestamp, last: HLCTimestamp) throws {
+    private func observe(_ db: any SQLDatabase, _ stamp: HLCTimestamp) throws {
+        let last = HLCTimestamp(
+            rawValue: UInt64(bitPattern: try db.scalar("SELECT value FROM meta WHERE key = 'hlc'") ?? 0))
         guard stamp > last else { return }
         var clock = HybridLogicalClock(last: last)
         guard (try? clock.observe(stamp, wall: now())) != nil else { return }

@@ -998,7 +998,7 @@ public final class Simulation {
             var caughtUp = true
             for (index, end) in heal.stores.sorted(by: { $0.key < $1.key }) {
                 let status = try stores[index].ledger.status(stores[index].db)
-                if status.acknowledgedSequence < end || status.feedWatermark < heal.feedHead {
+                if try status.acknowledgedSequence < end || feedPosition(stores[index]) < heal.feedHead {
                     caughtUp = false
                     break
                 }
@@ -1013,6 +1013,12 @@ public final class Simulation {
         pendingHeals = remaining
     }
 
+    /// How far a store has read the hub's feed: its session's watermark while it runs (an
+    /// empty change moves only that), the stored one while it is down.
+    func feedPosition(_ store: Store) throws -> UInt64 {
+        store.up ? store.session.feedWatermark : try store.ledger.status(store.db).feedWatermark
+    }
+
     func slotsDigest(_ db: any SQLDatabase) throws -> [[SQLValue]] {
         try db.query("SELECT member, account, kind, from_node, to_node, value FROM slots ORDER BY 1, 2, 3, 4, 5").map(
             \.values)
@@ -1023,7 +1029,7 @@ public final class Simulation {
         let hubFeed = UInt64(try hubDB.scalar("SELECT COALESCE(MAX(feed_seq), 0) FROM entries") ?? 0)
         for store in stores {
             let status = try store.ledger.status(store.db)
-            guard status.acknowledgedSequence == status.lastSequence, status.feedWatermark == hubFeed else {
+            guard status.acknowledgedSequence == status.lastSequence, try feedPosition(store) == hubFeed else {
                 return false
             }
         }
@@ -1052,7 +1058,7 @@ public final class Simulation {
         return try stores.map { store in
             let status = try store.ledger.status(store.db)
             return
-                "store-\(store.index + 1) up \(store.up) online \(store.online) log \(status.lastSequence) acked \(status.acknowledgedSequence) feed \(status.feedWatermark)/\(hubFeed)"
+                "store-\(store.index + 1) up \(store.up) online \(store.online) log \(status.lastSequence) acked \(status.acknowledgedSequence) feed \(try feedPosition(store))/\(hubFeed)"
         }.joined(separator: "; ")
     }
 

@@ -459,6 +459,42 @@ private struct Network {
         #expect(early.received(.memberLookup(requestID: 1, card: "4600000000015", phoneHashes: [])).isEmpty)
     }
 
+    @Test func aChangeThatBringsNothingMovesTheWatermarkWithoutAWrite() {
+        var edge = online(hubMinor: WireVersion.minor)
+        _ = edge.tick(now: 10)
+        // The session's first partner-group change is applied even when empty: the driver
+        // marks the replica partial with it.
+        #expect(
+            edge.received(.changes(entries: [], upTo: 5, more: false, snapshots: []), now: 11)
+                == [.applyChanges([], upTo: 5, more: false, snapshots: [])])
+        _ = edge.changesApplied(upTo: 5, more: false, now: 12)
+        #expect(edge.tick(now: 20).contains(.send(.pull(after: 5, limit: 256))))
+        // Then an empty one moves the watermark in memory only, and the next pull goes on from it.
+        #expect(edge.received(.changes(entries: [], upTo: 9, more: false, snapshots: []), now: 21).isEmpty)
+        #expect(edge.feedWatermark == 9)
+        #expect(edge.tick(now: 30).contains(.send(.pull(after: 9, limit: 256))))
+        // With more to come, the next pull goes out at once.
+        #expect(
+            edge.received(.changes(entries: [], upTo: 12, more: true, snapshots: []), now: 31)
+                == [.send(.pull(after: 12, limit: 256))])
+        // Snapshots or entries are applied as before.
+        let joined = edge.received(.changes(entries: [], upTo: 14, more: false, snapshots: [Self.snapshot]), now: 32)
+        #expect(joined == [.applyChanges([], upTo: 14, more: false, snapshots: [Self.snapshot])])
+        #expect(edge.feedWatermark == 12)
+        // A whole feed's empty change needs no first write.
+        var whole = online(hubMinor: WireVersion.minor)
+        _ = whole.tick(now: 10)
+        #expect(whole.received(.changes(entries: [], upTo: 7, more: false, snapshots: nil), now: 11).isEmpty)
+        #expect(whole.feedWatermark == 7)
+        // A session resuming from the stored watermark applies its first partner-group change again.
+        var resumed = EdgeSession(configuration: .init(node: NodeID(1)), feedWatermark: 5)
+        _ = resumed.connected()
+        _ = resumed.received(.welcome(version: syncProtocolVersion, originHighWater: 0), now: 0)
+        #expect(
+            resumed.received(.changes(entries: [], upTo: 14, more: false, snapshots: []), now: 1)
+                == [.applyChanges([], upTo: 14, more: false, snapshots: [])])
+    }
+
     @Test func aScopedFeedReachesTheDriverWithItsSnapshots() {
         var edge = online(hubMinor: WireVersion.minor)
         _ = edge.tick(now: 10)

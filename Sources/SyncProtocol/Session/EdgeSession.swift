@@ -73,8 +73,12 @@ public struct EdgeSession: Sendable {
     private var pull = Pull.idle
     /// The highest entry of this store's log the hub holds.
     public private(set) var hubHighWater: UInt64 = 0
-    /// How far this store has applied the hub's feed.
+    /// How far this store has read the hub's feed: everything up to here is applied, or
+    /// brought nothing to apply. At or ahead of the watermark the store has stored.
     public private(set) var feedWatermark: UInt64
+    /// A partner-group change was applied in this session, so the stored replica is marked
+    /// partial (and empty changes need no write).
+    private var partialRecorded = false
     private var pendingRights: [UInt32: UInt64] = [:]
     private var nextRequestID: UInt32 = 1
     /// Something may wait to be pushed that the last load did not see: a local change since
@@ -164,6 +168,18 @@ public struct EdgeSession: Sendable {
                 if case .inFlight = pull { pull = .idle }
                 return []
             }
+            // Nothing to write (a partner-group store's usual pull: the feed moved on with
+            // other groups' entries only): the watermark moves in memory, with no write
+            // transaction. The stored one catches up at the next change that brings
+            // something; a restart from it pulls the stretch between again and finds the
+            // same nothing. The first partner-group change of a session is applied anyway:
+            // it marks the replica partial, which lets a later whole feed skip numbers.
+            if entries.isEmpty, snapshots?.isEmpty ?? true, snapshots == nil || partialRecorded {
+                feedWatermark = upTo
+                pull = .idle
+                return more ? startPull(now: now) : []
+            }
+            if snapshots != nil { partialRecorded = true }
             pull = .applying
             return [.applyChanges(entries, upTo: upTo, more: more, snapshots: snapshots)]
         case (.online, .memberFound(let requestID, let snapshots)):

@@ -428,7 +428,9 @@ public final class Simulation {
             if index == 0 { try checkHeals() }
             guard store.up else { return }
             setClock(store)
-            if store.connection != nil { try execute(store, store.session.tick(now: now)) }
+            if store.connection != nil {
+                try execute(store, store.session.tick(now: now, timedReleases: store.ledger.releasesWithTime))
+            }
         case .connect(let index):
             try connect(index)
         case .detectCut(let index, let connection):

@@ -490,6 +490,10 @@ public struct EdgeLedger: Sendable {
         try CounterSlots.recordVisit(db, member: member, store: store, hlc: stamp.rawValue)
     }
 
+    /// Whether rights held here go back to the hub with time alone (rights placement ages
+    /// out, a return window closes): then every sync tick runs the release scan.
+    public var releasesWithTime: Bool { active.placementDays > 0 || rules.pendingDays > 0 }
+
     /// The oldest purchase time a placement still counts (nil: placement is off).
     func placementCutoff() -> UInt64? {
         let days = active.placementDays

@@ -94,7 +94,8 @@ final class Uplink {
     func start() {
         syncTimer.start(after: settings.syncIntervalMilliseconds, repeat: settings.syncIntervalMilliseconds) {
             [unowned self] in
-            self.execute(self.session.tick(now: self.loop.nowMilliseconds))
+            self.execute(
+                self.session.tick(now: self.loop.nowMilliseconds, timedReleases: self.ledger.releasesWithTime))
             self.ticksSinceTelemetry += 1
             if self.ticksSinceTelemetry >= Self.telemetryEveryTicks { self.reportTelemetry() }
         }

@@ -495,6 +495,42 @@ private struct Network {
                 == [.applyChanges([], upTo: 14, more: false, snapshots: [])])
     }
 
+    @Test func aTickLoadsOnlyWhenSomethingIsDue() {
+        func loads(_ actions: [EdgeSession.Action]) -> Bool {
+            actions.contains { if case .loadPush = $0 { true } else { false } }
+        }
+        var edge = online(hubMinor: WireVersion.minor)
+        _ = edge.entriesLoaded([], now: 1)  // the load the welcome started
+        // Nothing new: no load, only the pull; with rules that release rights with time, a load.
+        #expect(!loads(edge.tick(now: 10, timedReleases: false)))
+        #expect(loads(edge.tick(now: 20, timedReleases: true)))
+        _ = edge.entriesLoaded([], now: 21)
+        // A local change is pushed at once; once acknowledged, the next tick loads nothing.
+        #expect(loads(edge.localChange()))
+        _ = edge.entriesLoaded([Self.entry(1)], now: 30)
+        _ = edge.received(.ack(upTo: 1), now: 31)
+        #expect(!loads(edge.tick(now: 40, timedReleases: false)))
+        // A push left unanswered is loaded and sent again at the tick after the retry time.
+        _ = edge.localChange()
+        _ = edge.entriesLoaded([Self.entry(2)], now: 50)
+        #expect(!loads(edge.tick(now: 60, timedReleases: false)))
+        #expect(loads(edge.tick(now: 6_000, timedReleases: false)))
+        _ = edge.entriesLoaded([Self.entry(2)], now: 6_001)
+        _ = edge.received(.ack(upTo: 2), now: 6_002)
+        // A change applied from the hub may have queued rights to hand back: the next tick loads.
+        _ = edge.received(.changes(entries: [], upTo: 30, more: false, snapshots: [Self.snapshot]), now: 6_003)
+        _ = edge.changesApplied(upTo: 30, more: false, now: 6_004)
+        #expect(loads(edge.tick(now: 6_010, timedReleases: false)))
+        _ = edge.entriesLoaded([], now: 6_011)
+        #expect(!loads(edge.tick(now: 6_020, timedReleases: false)))
+    }
+
+    static func entry(_ sequence: UInt64) -> LogEntry {
+        LogEntry(
+            origin: NodeID(1), sequence: sequence, timestamp: HLCTimestamp(rawValue: sequence), idempotencyKey: "",
+            operation: .rightsMove(member: member.member, account: .main, to: .hub, points: 0), effects: [])
+    }
+
     @Test func aScopedFeedReachesTheDriverWithItsSnapshots() {
         var edge = online(hubMinor: WireVersion.minor)
         _ = edge.tick(now: 10)

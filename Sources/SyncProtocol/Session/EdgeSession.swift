@@ -82,10 +82,12 @@ public struct EdgeSession: Sendable {
     private var pendingRights: [UInt32: UInt64] = [:]
     private var nextRequestID: UInt32 = 1
     /// Something may wait to be pushed that the last load did not see: a local change since
-    /// that load was asked for, or a load that came back full. An acknowledged push is
-    /// followed by another load only then; the periodic tick loads regardless (rights due for
-    /// release with time, pushes that went unanswered).
+    /// that load was asked for, a load that came back full, or a push that went unanswered.
+    /// An acknowledged push is followed by another load only then.
     private var pushDue = false
+    /// A change from the hub was applied since the last load: it may have queued rights for
+    /// release (a member who shopped elsewhere, a merge), which the next tick's load hands back.
+    private var releaseDue = false
 
     /// The version of the rules document this store runs.
     public private(set) var rulesVersion: UInt64
@@ -230,6 +232,7 @@ public struct EdgeSession: Sendable {
 
     public mutating func changesApplied(upTo: UInt64, more: Bool, now: UInt64) -> [Action] {
         feedWatermark = max(feedWatermark, upTo)
+        releaseDue = true
         guard state == .online, pull == .applying else { return [] }
         pull = .idle
         return more ? startPull(now: now) : []
@@ -255,7 +258,11 @@ public struct EdgeSession: Sendable {
     }
 
     /// The periodic sync timer: push and pull, resend what went unanswered, expire rights requests.
-    public mutating func tick(now: UInt64) -> [Action] {
+    /// `timedReleases`: the store's rules hand rights back with time (rights placement, a
+    /// return window), so every tick loads, for the release scan. Without them a tick loads
+    /// only when something is due: a local change not yet pushed, an unanswered push, or a
+    /// change from the hub applied since the last load.
+    public mutating func tick(now: UInt64, timedReleases: Bool = true) -> [Action] {
         var actions: [Action] = []
         for (id, since) in pendingRights.sorted(by: { $0.key < $1.key })
         where now >= since + configuration.rightsTimeoutMilliseconds {
@@ -267,9 +274,13 @@ public struct EdgeSession: Sendable {
             return actions + [hello]
         }
         guard state == .online else { return actions }
-        if case .inFlight(_, let since) = push, now >= since + configuration.retryAfterMilliseconds { push = .idle }
+        if case .inFlight(_, let since) = push, now >= since + configuration.retryAfterMilliseconds {
+            push = .idle
+            pushDue = true
+        }
         if case .inFlight(let since) = pull, now >= since + configuration.retryAfterMilliseconds { pull = .idle }
-        return actions + startPush() + startPull(now: now)
+        let load = timedReleases || pushDue || releaseDue ? startPush() : []
+        return actions + load + startPull(now: now)
     }
 
     /// Asks the hub for redemption rights; the answer comes as `rightsGranted` or `rightsFailed`.
@@ -313,6 +324,7 @@ public struct EdgeSession: Sendable {
         guard push == .idle else { return [] }
         push = .loading
         pushDue = false
+        releaseDue = false
         return [.loadPush(after: hubHighWater, limit: configuration.batchSize)]
     }
 

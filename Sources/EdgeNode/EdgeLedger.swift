@@ -687,7 +687,8 @@ public struct EdgeLedger: Sendable {
 
     /// Members as a store's starting state (a store set up with members exported from the
     /// hub, or a simulated world that has run before): applied as snapshots, and this store's
-    /// own member numbering goes on after the imported members that are its own.
+    /// own member numbering goes on after the imported members that are its own. Run it
+    /// inside one transaction.
     public func importMembers(_ db: any SQLDatabase, _ snapshots: [MemberSnapshot]) throws {
         // Plain registrations (most of an export) go in together; the rest one by one.
         var plain: [MemberRecord] = []
@@ -699,11 +700,26 @@ public struct EdgeLedger: Sendable {
                 others.append(snapshot)
             }
         }
+        // A large import sets the member count's per-row trigger aside and counts once at
+        // the end (a tenth of loading a thousand members), as the hub builds its indexes
+        // once; inside the caller's transaction, a failure brings the trigger back with the rows.
+        let trigger =
+            plain.count >= Self.countOnceFrom
+            ? try db.query("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'members_counted'")
+                .first?.text(0) : nil
+        if trigger != nil { try db.execute("DROP TRIGGER members_counted") }
         try CounterSlots.insertMembers(db, plain)
+        if let trigger {
+            try setMeta(db, .members, UInt64(try db.scalar("SELECT COUNT(*) FROM members") ?? 0))
+            try db.execute(trigger)
+        }
         try applySnapshots(db, others)
         let own = snapshots.map(\.record.id).filter { $0.origin == node }.map { $0.rawValue & 0xFFFF_FFFF }.max()
         if let own, own > (try meta(db, .memberSerial)) { try setMeta(db, .memberSerial, own) }
     }
+
+    /// Imports of at least this many plain registrations count the members once.
+    static let countOnceFrom = 256
 
     /// What the store reports to the hub about itself: cheap reads only (no member count),
     /// since it runs on the writer between POS operations.

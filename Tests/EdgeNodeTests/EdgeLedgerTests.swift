@@ -234,3 +234,50 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(HLCTimestamp(rawValue: stamp) < future, "local stamps follow the local clock, not the remote one")
     }
 }
+
+@Suite struct MemberImportTests {
+    static func records(node: UInt32, from: Int, count: Int) -> [MemberSnapshot] {
+        (from..<from + count).map { index in
+            MemberSnapshot(
+                record: MemberRecord(
+                    id: MemberID(origin: NodeID(node), serial: UInt32(index + 1)),
+                    card: CardNumber.issued(prefix: "47", serial: index).digits, phoneHash: [], referrer: nil,
+                    registeredAt: HLCTimestamp(milliseconds: 1_000, logical: 0)),
+                slots: [])
+        }
+    }
+
+    @Test func aLargeImportCountsItsMembersOnceAndKeepsCounting() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        // Another store's members, then this store's own, past the size that counts once.
+        try db.transaction {
+            try ledger.importMembers(db, Self.records(node: 2, from: 0, count: EdgeLedger.countOnceFrom + 10))
+        }
+        try db.transaction { try ledger.importMembers(db, Self.records(node: 1, from: 1_000, count: 3)) }
+        #expect(try ledger.status(db).members == Int64(EdgeLedger.countOnceFrom + 14))
+        // The trigger is back: a registration and a duplicate import still count right.
+        _ = try ledger.register(db, card: otherCard, phone: nil, referrer: nil)
+        try db.transaction {
+            try ledger.importMembers(db, Self.records(node: 2, from: 0, count: EdgeLedger.countOnceFrom + 10))
+        }
+        #expect(try ledger.status(db).members == Int64(EdgeLedger.countOnceFrom + 15))
+        #expect(
+            try db.scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'members_counted'") == 1
+        )
+    }
+
+    @Test func aFailedImportLeavesTheCountAndItsTriggerAsTheyWere() throws {
+        let (ledger, db) = try makeLedger()
+        _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
+        #expect(throws: PosError.self) {
+            try db.transaction {
+                try ledger.importMembers(db, Self.records(node: 2, from: 0, count: EdgeLedger.countOnceFrom))
+                throw PosError.storage("the import failed half way")
+            }
+        }
+        #expect(try ledger.status(db).members == 1)
+        _ = try ledger.register(db, card: otherCard, phone: nil, referrer: nil)
+        #expect(try ledger.status(db).members == 2)
+    }
+}

@@ -16,11 +16,14 @@ public struct MemberMergeRecord: Sendable, Equatable {
 extension HubLedger {
     /// Statements for 1, 4, 16 and 64 members (a chunk is padded to the next size), so only
     /// four are ever prepared, and a push touching one member (most do) costs one key lookup,
-    /// not a 64-value IN list.
+    /// not a 64-value IN list. The lookup is in `member_merges`, written with every merge
+    /// (`members.merged_into` is set in the same transaction): a few rows that stay in
+    /// cache, where the member table's own key would be a cold read per push in a large
+    /// programme.
     private static let mergedAmongSizes = [1, 4, 16, 64]
     private static let mergedAmongSQL = mergedAmongSizes.map { size in
-        "SELECT id, merged_into FROM members WHERE merged_into IS NOT NULL AND id IN ("
-            + Array(repeating: "?", count: size).joined(separator: ", ") + ") ORDER BY id"
+        "SELECT merged, survivor FROM member_merges WHERE merged IN ("
+            + Array(repeating: "?", count: size).joined(separator: ", ") + ") ORDER BY merged"
     }
 
     /// Member merge after a merge of entries. A registration whose phone hash another

@@ -281,7 +281,7 @@ final class Uplink {
                         self.execute(self.session.entriesLoaded(entries, now: self.loop.nowMilliseconds))
                     case .failure(let error):
                         self.logger.error("cannot read the log for the hub", metadata: ["error": "\(error)"])
-                        self.execute(self.session.entriesLoaded([], now: self.loop.nowMilliseconds))
+                        self.session.entriesLoadFailed()
                     }
                 }
             case .recordAck(let upTo):

@@ -523,6 +523,10 @@ private struct Network {
         #expect(loads(edge.tick(now: 6_010, timedReleases: false)))
         _ = edge.entriesLoaded([], now: 6_011)
         #expect(!loads(edge.tick(now: 6_020, timedReleases: false)))
+        // A load the driver could not read is tried again at the next tick.
+        _ = edge.localChange()
+        edge.entriesLoadFailed()
+        #expect(loads(edge.tick(now: 6_030, timedReleases: false)))
     }
 
     static func entry(_ sequence: UInt64) -> LogEntry {

@@ -230,6 +230,13 @@ public struct EdgeSession: Sendable {
         return [.send(.push(entries))]
     }
 
+    /// The driver could not read the log for a push (a storage error): the next tick tries again.
+    public mutating func entriesLoadFailed() {
+        guard push == .loading else { return }
+        push = .idle
+        pushDue = true
+    }
+
     public mutating func changesApplied(upTo: UInt64, more: Bool, now: UInt64) -> [Action] {
         feedWatermark = max(feedWatermark, upTo)
         releaseDue = true

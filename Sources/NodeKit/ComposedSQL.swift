@@ -33,9 +33,7 @@ enum ComposedSQL {
         return kept.withLock { kept in
             if let known = kept.texts[key] { return known }
             let made = text(statement, values, suffix, rows)
-            guard let address = made.utf8.withContiguousStorageIfAvailable({ UInt(bitPattern: $0.baseAddress) }),
-                address != 0
-            else { return made }
+            guard let address = SQLiteConnection.address(of: made) else { return made }
             kept.texts[key] = made
             kept.addresses.insert(address)
             return made

@@ -225,22 +225,27 @@ public final class SQLiteConnection: @unchecked Sendable {
     }
 
     private func prepare(_ sql: String) throws(SQLiteError) -> OpaquePointer {
-        let address = sql.utf8.withContiguousStorageIfAvailable { UInt(bitPattern: $0.baseAddress) } ?? 0
+        let address = Self.address(of: sql)
         // The text is compared too; for the same literal that compares the strings' identity.
-        if address != 0, let known = literals.find(address), known.sql == sql { return known.statement }
+        if let address, let known = literals.find(address), known.sql == sql { return known.statement }
         let statement = try preparedByText(sql)
-        if address != 0, Self.isInProgramImage(address) || ComposedSQL.isKept(address) {
+        if let address, Self.isInProgramImage(address) || ComposedSQL.isKept(address) {
             literals.set((sql, statement), for: address)
         }
         return statement
     }
 
-    /// Where a string literal's bytes are, in the program's image; nil for any other string.
-    static func literalAddress(_ text: String) -> UInt? {
+    /// Where a string's bytes are, when it holds them contiguously outside the string value.
+    static func address(of text: String) -> UInt? {
         guard let address = text.utf8.withContiguousStorageIfAvailable({ UInt(bitPattern: $0.baseAddress) }),
-            address != 0, isInProgramImage(address)
+            address != 0
         else { return nil }
         return address
+    }
+
+    /// Where a string literal's bytes are, in the program's image; nil for any other string.
+    static func literalAddress(_ text: String) -> UInt? {
+        address(of: text).flatMap { isInProgramImage($0) ? $0 : nil }
     }
 
     /// Whether `address` lies in the program or a library loaded when first asked (where

@@ -396,11 +396,12 @@ public struct EdgeLedger: Sendable {
         let member = try memberID(db, card: request.card)
         var counter = try counter(db, member: member.id, account: .main)
         var effects: [SlotWrite] = []
+        var promo: EscrowCounter?
         if request.redeemPromoPoints > 0 {
             // Promo points are credited by the hub, which holds their rights until it grants
             // them: online the hub is asked; offline only rights already held here count.
-            var promo = try self.counter(db, member: member.id, account: .promo)
-            let held = promo.redeemable(at: node)
+            var promoCounter = try self.counter(db, member: member.id, account: .promo)
+            let held = promoCounter.redeemable(at: node)
             if request.redeemPromoPoints > held {
                 if connectivity.online {
                     return .needsRights(
@@ -409,8 +410,9 @@ public struct EdgeLedger: Sendable {
                 }
                 throw PosError.insufficientPoints(requested: request.redeemPromoPoints, redeemable: held, online: false)
             }
-            let (slot, value) = try promo.redeem(at: node, request.redeemPromoPoints)
+            let (slot, value) = try promoCounter.redeem(at: node, request.redeemPromoPoints)
             effects.append(SlotWrite(member: member.id, account: .promo, slot: slot, value: value))
+            promo = promoCounter
         }
         var uncovered: UInt64 = 0
         if request.redeemPoints > 0 {
@@ -442,6 +444,14 @@ public struct EdgeLedger: Sendable {
         let (spendSlot, spendValue) = try counter.addSpend(
             at: node, month: active.month(of: at), request.amountMinor)
         effects.append(SlotWrite(member: member.id, account: .main, slot: spendSlot, value: spendValue))
+        if connectivity.online, !releasesWithTime {
+            // Online, with no rule that keeps rights here, what the sale leaves here goes back
+            // to the hub in the sale's own entry rather than in a hand-back at the next push.
+            effects += try handBack(&counter, member: member.id, account: .main)
+            if var promoCounter = promo {
+                effects += try handBack(&promoCounter, member: member.id, account: .promo)
+            }
+        }
         let record = PurchaseRecord(
             member: member.id, lane: request.lane, receipt: request.receipt, amountMinor: request.amountMinor,
             pointsEarned: earned, pointsRedeemed: request.redeemPoints, uncoveredPoints: uncovered,
@@ -461,6 +471,15 @@ public struct EdgeLedger: Sendable {
                 member: member.id, sequence: entry.sequence, amountMinor: request.amountMinor, paidMinor: paid,
                 pointsEarned: earned, pointsRedeemed: request.redeemPoints, promoRedeemed: request.redeemPromoPoints,
                 balance: counter.balance, replayed: false))
+    }
+
+    /// Moves every right this store holds in `counter` to the hub: the write that records
+    /// it, or none when nothing is held here.
+    private func handBack(_ counter: inout EscrowCounter, member: MemberID, account: Account) throws -> [SlotWrite] {
+        let held = counter.rights(node)
+        guard held > 0 else { return [] }
+        let (slot, value) = try counter.move(by: node, to: .hub, UInt64(held))
+        return [SlotWrite(member: member, account: account, slot: slot, value: value)]
     }
 
     /// A retried purchase: the original answer, with today's balance; a different purchase
@@ -508,19 +527,29 @@ public struct EdgeLedger: Sendable {
     /// shops elsewhere or the placement ages out.
     public func preparePush(_ db: any SQLDatabase, after hubHigh: UInt64, limit: Int) throws -> [LogEntry] {
         let scanned = try meta(db, .releaseScan)
-        // Every member whose counter an entry since the last scan raised here (a referral
-        // raises the referrer's too).
-        var members = Set<MemberID>()
+        // Every member account whose counter an entry since the last scan changed here (a
+        // referral changes the referrer's too). Where no rule keeps rights here, an entry
+        // that moves an account's rights to the hub (an online sale hands back what it
+        // leaves) settles that account as of itself.
+        var accounts = Set<MemberAccount>()
+        let settles = !releasesWithTime
         // The log only grows, so its tail is the last entry scanned, or `scanned` itself.
         var tail = scanned
         for row in try db.query("SELECT seq, entry FROM log WHERE seq > ?", [.uint(scanned)]) {
             tail = max(tail, row.uint(0))
-            for effect in try LogEntry(decoding: row.blob(1)).effects { members.insert(effect.member) }
+            let effects = try LogEntry(decoding: row.blob(1)).effects
+            for effect in effects { accounts.insert(MemberAccount(effect.member, effect.account)) }
+            guard settles else { continue }
+            for effect in effects where effect.slot == .moved(node, .hub) {
+                accounts.remove(MemberAccount(effect.member, effect.account))
+            }
         }
+        // Members queued for release, or whose placement aged out: every account is looked at.
+        var everyAccount = Set<MemberID>()
         let cutoff = placementCutoff()
         let queued = try db.query("SELECT member FROM release_queue")
         if !queued.isEmpty {
-            for row in queued { members.insert(MemberID(rawValue: row.uint(0))) }
+            for row in queued { everyAccount.insert(MemberID(rawValue: row.uint(0))) }
             try db.run("DELETE FROM release_queue")
         }
         if let cutoff {
@@ -529,11 +558,11 @@ public struct EdgeLedger: Sendable {
                 "SELECT member FROM visits WHERE store = ? AND hlc < ? LIMIT 1000",
                 [.int(Int(node.rawValue)), .uint(cutoff)])
             {
-                members.insert(MemberID(rawValue: row.uint(0)))
+                everyAccount.insert(MemberID(rawValue: row.uint(0)))
                 try db.run("DELETE FROM visits WHERE member = ?", [row.values[0]])
             }
         }
-        for member in members.sorted() {
+        for member in everyAccount.union(accounts.map(\.member)).sorted() {
             if let cutoff,
                 let visit = try db.query("SELECT store, hlc FROM visits WHERE member = ?", [.uint(member.rawValue)])
                     .first,
@@ -542,7 +571,8 @@ public struct EdgeLedger: Sendable {
             {
                 continue  // placed here: kept for offline redemption
             }
-            for account in Account.allCases {
+            for account in Account.allCases
+            where everyAccount.contains(member) || accounts.contains(MemberAccount(member, account)) {
                 var counter = try counter(db, member: member, account: account)
                 // Points still pending (inside the return window) keep their rights here.
                 let pending = account == .main ? Int64(clamping: try pendingPoints(db, member: member)) : 0
@@ -646,6 +676,11 @@ public struct EdgeLedger: Sendable {
                 try db.run(
                     "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING", [.uint(merge.merged.rawValue)]
                 )
+            case .rightsMove(let member, _, let to, _) where to == node && !releasesWithTime:
+                // A grant for a redemption here that the sale it was asked for did not use
+                // (the sale applies its grant itself): it goes back at the next push.
+                try db.run(
+                    "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING", [.uint(member.rawValue)])
             case .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)
@@ -773,5 +808,16 @@ public struct EdgeLedger: Sendable {
         let db = try SQLiteConnection.openDurable(path: path, pageSize: pageSize)
         try EdgeSchema.migrator.migrate(db)
         return db
+    }
+}
+
+/// One account of one member: what the release scan looks at.
+private struct MemberAccount: Hashable {
+    var member: MemberID
+    var account: Account
+
+    init(_ member: MemberID, _ account: Account) {
+        self.member = member
+        self.account = account
     }
 }

@@ -37,7 +37,10 @@ extension HubLedger {
         // The hub gains a member's rights only when a store hands them over.
         var touched = Set<MemberID>()
         for entry in entries {
-            if case .rightsMove(let member, _, let to, _) = entry.operation, to == .hub { touched.insert(member) }
+            // A store's hand-back, or an online sale that hands back what it leaves.
+            for effect in entry.effects where effect.slot.kind == .moved && effect.slot.to == .hub {
+                touched.insert(effect.member)
+            }
             guard case .registerMember(let record) = entry.operation, !record.phoneHash.isEmpty else { continue }
             guard
                 let other = try db.query(

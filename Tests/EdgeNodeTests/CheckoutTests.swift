@@ -34,6 +34,9 @@ private func refund(_ receipt: String, of original: String, at store: UInt32? = 
         originalReceipt: original, amountMinor: amount)
 }
 
+/// A sale while the hub is unreachable: the store keeps the rights it earns.
+private let unreachable = Connectivity.offline(since: 0, now: 0)
+
 private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     guard case .completed(let receipt) = outcome else { throw PosError.storage("not completed: \(outcome)") }
     return receipt
@@ -43,7 +46,7 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     @Test func aFullRefundReversesTheEarnedPointsAndGivesBackTheRedeemedOnes() throws {
         let (ledger, db) = try openLedger()
         _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
-        _ = try ledger.purchase(db, buy(200_000, "p1"))  // +100
+        _ = try ledger.purchase(db, buy(200_000, "p1"), connectivity: unreachable)  // +100
         _ = try receipt(try ledger.purchase(db, buy(100_000, redeem: 40, "p2")))  // -40, +48
         let back = try ledger.refund(db, refund("r1", of: "p2"))
         #expect(back.amountMinor == 100_000 && back.pointsReversed == 48 && back.pointsReturned == 40)
@@ -56,7 +59,7 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     @Test func partialRefundsAreProportionalAndSumExactlyToTheFullRefund() throws {
         let (ledger, db) = try openLedger()
         _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
-        _ = try ledger.purchase(db, buy(200_000, "seed"))
+        _ = try ledger.purchase(db, buy(200_000, "seed"), connectivity: unreachable)
         _ = try ledger.purchase(db, buy(100_000, redeem: 37, "p"))  // earned 5 % of 963.00 = 48
         let parts: [UInt64] = [33_333, 33_333, 33_334]
         var reversed: UInt64 = 0
@@ -73,7 +76,7 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     @Test func aRefundOfPointsAlreadySpentBecomesAMemberDebt() throws {
         let (ledger, db) = try openLedger()
         _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
-        _ = try ledger.purchase(db, buy(200_000, "p1"))  // +100
+        _ = try ledger.purchase(db, buy(200_000, "p1"), connectivity: unreachable)  // +100
         _ = try ledger.purchase(db, buy(100_000, redeem: 100, "p2"))  // -100, +45 on 900.00 paid
         let debt = try ledger.refund(db, refund("r", of: "p1"))
         #expect(debt.pointsReversed == 100)
@@ -183,7 +186,7 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     @Test func withTheDefaultPolicyNothingUncoveredIsEverRedeemed() throws {
         let (ledger, db) = try openLedger(node: 1)
         _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
-        _ = try ledger.purchase(db, buy(200_000, "p"))
+        _ = try ledger.purchase(db, buy(200_000, "p"), connectivity: unreachable)
         let refused = try #require(throws: PosError.self) {
             _ = try ledger.purchase(db, buy(1_000_000, redeem: 101, "q"), connectivity: .offline(since: 0, now: 1))
         }
@@ -457,7 +460,7 @@ private func receipt(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     @Test func promoPointsPayPartOfACheckWithRightsFromTheHubAndComeBackOnRefund() throws {
         let (ledger, db) = try openLedger(node: 1)
         let member = try ledger.register(db, card: card, phone: nil, referrer: nil).id
-        _ = try ledger.purchase(db, buy(200_000, "p0"))  // 100 main points
+        _ = try ledger.purchase(db, buy(200_000, "p0"), connectivity: unreachable)  // 100 main points
         // The hub credited 500 promo points (its own earned slot): this store holds none of them.
         let credit = [SlotWrite(member: member, account: .promo, slot: .earned(.hub), value: 500)]
         try CounterSlots.apply(db, credit)

@@ -24,6 +24,9 @@ private func purchase(_ amount: UInt64, redeem: UInt64 = 0, receipt: String, car
     PurchaseRequest(card: card, amountMinor: amount, redeemPoints: redeem, lane: "1", receipt: receipt)
 }
 
+/// A sale while the hub is unreachable: the store keeps the rights it earns.
+private let unreachable = Connectivity.offline(since: 0, now: 0)
+
 private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     guard case .completed(let receipt) = outcome else {
         throw PosError.storage("expected a completed purchase, got \(outcome)")
@@ -84,7 +87,7 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     @Test func redemptionIsBoundedByTheRightsHeldHere() throws {
         let (ledger, db) = try makeLedger()
         _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
-        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"))
+        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"), connectivity: unreachable)
         let outcome = try ledger.purchase(db, purchase(100_000, redeem: 150, receipt: "r2"))
         #expect(outcome == .needsRights(member: MemberID(origin: NodeID(1), serial: 1), shortfall: 50, redeemable: 100))
         let receipt = try completed(try ledger.purchase(db, purchase(100_000, redeem: 100, receipt: "r3")))
@@ -109,7 +112,7 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
     @Test func pushHandsHeldRightsToTheHubAndReturnsTheMissingEntries() throws {
         let (ledger, db) = try makeLedger()
         _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
-        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"))
+        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"), connectivity: unreachable)
         let entries = try ledger.preparePush(db, after: 0, limit: 100)
         #expect(entries.map(\.sequence) == [1, 2, 3])
         guard case .rightsMove(_, .main, .hub, 100) = entries[2].operation else {
@@ -121,17 +124,77 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(try ledger.preparePush(db, after: 1, limit: 1).map(\.sequence) == [2], "batches are bounded")
     }
 
+    @Test func anOnlineSaleHandsWhatItLeavesHereBackInItsOwnEntry() throws {
+        let (ledger, db) = try makeLedger()
+        let member = try ledger.register(db, card: card, phone: nil, referrer: nil).id
+        let receipt = try completed(
+            try ledger.purchase(db, purchase(200_000, receipt: "r1"), connectivity: .online(now: 0)))
+        #expect(receipt.pointsEarned == 100 && receipt.balance == 100)
+        #expect(try ledger.identify(db, card: card, phone: nil).redeemable == 0, "the hub holds the rights")
+        let entries = try ledger.preparePush(db, after: 0, limit: 100)
+        #expect(entries.map(\.sequence) == [1, 2], "no hand-back entry follows the sale")
+        #expect(
+            entries.last?.effects.last
+                == SlotWrite(member: member, account: .main, slot: .moved(NodeID(1), .hub), value: 100))
+    }
+
+    @Test func aSaleThatHandsBackItsPointsLeavesOtherAccountsToThePush() throws {
+        let (ledger, db) = try makeLedger()
+        let member = try ledger.register(db, card: card, phone: nil, referrer: nil).id
+        // Offline, a sale pays 50 promo points with a 200-point grant of the hub's: 150 stay here.
+        try CounterSlots.apply(db, [SlotWrite(member: member, account: .promo, slot: .earned(.hub), value: 200)])
+        let grant = SlotWrite(member: member, account: .promo, slot: .moved(.hub, NodeID(1)), value: 200)
+        var request = purchase(100_000, receipt: "r1")
+        request.redeemPromoPoints = 50
+        _ = try completed(try ledger.purchase(db, request, grant: [grant], connectivity: unreachable))
+        // Back online, a sale hands its main points back itself; the promo rights go at the push.
+        _ = try completed(try ledger.purchase(db, purchase(100_000, receipt: "r2"), connectivity: .online(now: 0)))
+        let moves = try ledger.preparePush(db, after: 0, limit: 100).compactMap { entry in
+            if case .rightsMove(_, let account, .hub, let points) = entry.operation { return (account, points) }
+            return nil
+        }
+        #expect(moves.count == 1 && moves.first?.0 == .promo && moves.first?.1 == 150)
+        for account in Account.allCases {
+            #expect(try ledger.counter(db, member: member, account: account).rights(NodeID(1)) == 0)
+        }
+    }
+
+    @Test func aGrantNoSaleUsedGoesBackAtTheNextPush() throws {
+        let (ledger, db) = try makeLedger()
+        let member = try ledger.register(db, card: card, phone: nil, referrer: nil).id
+        // The hub credited 200 promo points and granted 80 of them here for a sale that failed.
+        let stamp = HLCTimestamp(rawValue: 1)
+        let hubEntries = [
+            LogEntry(
+                origin: .hub, sequence: 1, timestamp: stamp, idempotencyKey: "",
+                operation: .promoCredit(member: member, code: "7QK2M9XW3P", points: 200),
+                effects: [SlotWrite(member: member, account: .promo, slot: .earned(.hub), value: 200)]),
+            LogEntry(
+                origin: .hub, sequence: 2, timestamp: stamp, idempotencyKey: "",
+                operation: .rightsMove(member: member, account: .promo, to: NodeID(1), points: 80),
+                effects: [SlotWrite(member: member, account: .promo, slot: .moved(.hub, NodeID(1)), value: 80)]),
+        ]
+        try ledger.applyFeed(
+            db, hubEntries.enumerated().map { FeedEntry(feedSequence: UInt64($0.offset + 1), entry: $0.element) },
+            upTo: 2)
+        let pushed = try ledger.preparePush(db, after: 0, limit: 100)
+        #expect(
+            pushed.last?.operation == .rightsMove(member: member, account: .promo, to: .hub, points: 80),
+            "held here for no sale, the rights go back to the hub")
+        #expect(try ledger.counter(db, member: member, account: .promo).rights(NodeID(1)) == 0)
+    }
+
     @Test func aPushTakenFromTheScanIsWhatTheLogHolds() throws {
         let (ledger, db) = try makeLedger()
         _ = try ledger.register(db, card: card, phone: nil, referrer: nil)
-        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"))
+        _ = try ledger.purchase(db, purchase(200_000, receipt: "r1"), connectivity: unreachable)
         func stored(after sequence: UInt64) throws -> [[UInt8]] {
             try db.query("SELECT entry FROM log WHERE seq > ? ORDER BY seq", [.uint(sequence)]).map { $0.blob(0) }
         }
         // The hub has everything up to the last scan: the push is the scan and the releases
         // appended after it, byte for byte what the log holds.
         #expect(try ledger.preparePush(db, after: 0, limit: 100).map(\.encoded) == stored(after: 0))
-        _ = try ledger.purchase(db, purchase(50_000, receipt: "r2"))
+        _ = try ledger.purchase(db, purchase(50_000, receipt: "r2"), connectivity: unreachable)
         let bounded = try ledger.preparePush(db, after: 3, limit: 1)
         #expect(bounded.map(\.encoded) == Array(try stored(after: 3).prefix(1)), "still bounded")
         // The hub lacks entries an earlier scan covered (it was restored from a backup): the

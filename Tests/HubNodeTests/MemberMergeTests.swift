@@ -44,9 +44,16 @@ import Testing
         store.watermark = feed.upTo
     }
 
-    func buy(_ store: PlacementTests.Store, card: String, _ receipt: String) throws -> UInt64 {
+    /// A sale of 1,000.00: online its entry hands its rights back; offline the store keeps
+    /// them until its next push.
+    func buy(_ store: PlacementTests.Store, card: String, _ receipt: String, offline: Bool = false) throws -> UInt64 {
         let request = PurchaseRequest(card: card, amountMinor: 100_000, redeemPoints: 0, lane: "1", receipt: receipt)
-        guard case .completed(let receipt) = try store.db.transaction({ try store.ledger.purchase(store.db, request) })
+        let connectivity: Connectivity =
+            offline ? .offline(since: clock.now - 60_000, now: clock.now) : .online(now: clock.now)
+        guard
+            case .completed(let receipt) = try store.db.transaction({
+                try store.ledger.purchase(store.db, request, connectivity: connectivity)
+            })
         else { throw HubError("purchase refused") }
         return receipt.pointsEarned
     }
@@ -135,9 +142,10 @@ import Testing
     /// Points a store earned for a merged record before it heard of the merge reach the hub
     /// with a later push, among the purchases of `others` other members: whatever the number
     /// of members that push touches (the hub looks merged records up 1, 4, 16 or 64 at a
-    /// time), they move to the survivor.
-    @Test(arguments: [0, 1, 3, 4, 15, 16, 63, 64, 70])
-    func pointsOfAMergedRecordArrivingLaterMoveToTheSurvivor(others: Int) throws {
+    /// time), and whether the sales handed their rights back themselves (online) or the
+    /// push did (offline), they move to the survivor.
+    @Test(arguments: [0, 1, 3, 4, 15, 16, 63, 64, 70], [false, true])
+    func pointsOfAMergedRecordArrivingLaterMoveToTheSurvivor(others: Int, offline: Bool) throws {
         let (hub, hubDB) = try publishedHub(.sqlite, signedBy: SigningKeyPair.generate())
         var s = try store(1)
         var t = try store(2)
@@ -160,10 +168,10 @@ import Testing
         let before = try #require(try hub.member(hubDB, card: "4600000000015")?.balance)
 
         // Store t has not heard of the merge: it sells on the merged record and to the others.
-        let late = try buy(t, card: "4006381333931", "T-late")
+        let late = try buy(t, card: "4006381333931", "T-late", offline: offline)
         var othersEarned: [Int64] = []
         for (index, card) in cards.prefix(others).enumerated() {
-            othersEarned.append(Int64(try buy(t, card: card, "T-\(index)")))
+            othersEarned.append(Int64(try buy(t, card: card, "T-\(index)", offline: offline)))
         }
         try sync(&t, hub, hubDB)
         #expect(try hub.member(hubDB, card: "4600000000015")?.balance == before + Int64(late))

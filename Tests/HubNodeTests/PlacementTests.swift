@@ -126,11 +126,32 @@ final class TestClock: @unchecked Sendable {
 
     @Test func withoutPlacementEveryStoreHandsRightsBackAtOnce() throws {
         let hubDB = try openHub()
+        let hub = HubLedger()
         var s = try store(1, placementDays: 0)
-        _ = try s.db.transaction { try s.ledger.register(s.db, card: "4600000000015", phone: nil, referrer: nil) }
-        _ = try buy(s, "S-1")
-        let moves = Self.moves(try sync(&s, HubLedger(), hubDB))
-        #expect(moves.count == 1 && moves.first?.to == .hub)
+        let member = try s.db.transaction {
+            try s.ledger.register(s.db, card: "4600000000015", phone: nil, referrer: nil)
+        }.id
+        // Online, the sale's own entry hands what it earned back: no separate move follows.
+        guard case .completed(let online) = try buy(s, "S-1") else {
+            Issue.record("the online sale did not complete")
+            return
+        }
+        let pushed = try sync(&s, hub, hubDB)
+        #expect(Self.moves(pushed).isEmpty && pushed.count == 2)
+        #expect(
+            pushed.last?.effects.contains { $0.slot == .moved(NodeID(1), .hub) && $0.value == online.pointsEarned }
+                == true)
+        let counter = try hub.counter(hubDB, member: member, account: .main)
+        #expect(counter.rights(.hub) == Int64(online.pointsEarned) && counter.rights(NodeID(1)) == 0)
         #expect(throws: PosError.self) { _ = try buy(s, "S-2", redeem: 10, offline: true) }
+        // Offline, the store keeps what it earns, and the next push hands it back.
+        guard case .completed(let offline) = try buy(s, "S-3", offline: true) else {
+            Issue.record("the offline sale did not complete")
+            return
+        }
+        let later = Self.moves(try sync(&s, hub, hubDB))
+        #expect(later.count == 1 && later.first?.to == .hub && later.first?.points == offline.pointsEarned)
+        let after = try hub.counter(hubDB, member: member, account: .main)
+        #expect(after.rights(.hub) == after.balance && after.rights(NodeID(1)) == 0)
     }
 }

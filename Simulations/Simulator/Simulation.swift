@@ -979,8 +979,15 @@ public final class Simulation {
     func retry(_ store: Store, card: String, last: Bought) throws {
         let request = PurchaseRequest(
             card: card, amountMinor: last.amount, redeemPoints: last.redeemed, lane: last.lane, receipt: last.receipt)
-        let outcome = try store.db.transaction {
-            try store.ledger.purchase(store.db, request, connectivity: connectivity(store))
+        let outcome: PurchaseOutcome
+        do {
+            outcome = try store.db.transaction {
+                try store.ledger.purchase(store.db, request, connectivity: connectivity(store))
+            }
+        } catch let error as PosError {
+            throw violation(
+                "idempotency", "retrying \(last.lane)/\(last.receipt) at store-\(store.index + 1) was refused: \(error)"
+            )
         }
         guard case .completed(let receipt) = outcome, receipt.replayed, receipt.sequence == last.sequence else {
             throw violation(

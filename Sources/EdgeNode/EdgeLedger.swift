@@ -483,15 +483,18 @@ public struct EdgeLedger: Sendable {
     }
 
     /// A retried purchase: the original answer, with today's balance; a different purchase
-    /// under the same receipt id is refused.
+    /// under the same receipt id is refused. The card matches when its record is the one the
+    /// purchase was on, or was merged into it: a second card of a merged person names the
+    /// survivor, before or after the store heard of the merge.
     private func replay(_ db: any SQLDatabase, entry: LogEntry, request: PurchaseRequest) throws -> PurchaseReceipt {
         guard case .purchase(let original) = entry.operation, original.amountMinor == request.amountMinor,
             original.pointsRedeemed == request.redeemPoints, original.promoRedeemed == request.redeemPromoPoints,
-            let card = try db.query("SELECT card FROM members WHERE id = ?", [.uint(original.member.rawValue)]).first?
-                .text(0),
-            card == request.card
+            let digits = try? CardNumber(request.card).digits,
+            let record = try db.query("SELECT id, merged_into FROM members WHERE card = ?", [.text(digits)]).first,
+            record.uint(0) == original.member.rawValue
+                || (!record.isNull(1) && record.uint(1) == original.member.rawValue)
         else { throw PosError.receiptConflict(request.idempotencyKey) }
-        let counter = try counter(db, member: original.member, account: .main)
+        let counter = try counter(db, member: survivor(db, of: original.member), account: .main)
         return PurchaseReceipt(
             member: original.member, sequence: entry.sequence, amountMinor: original.amountMinor,
             paidMinor: rules.paidMinor(

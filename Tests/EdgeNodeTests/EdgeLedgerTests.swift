@@ -84,6 +84,28 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         }
     }
 
+    @Test func aRetryWithAMergedRecordsCardIsAnsweredFromTheLog() throws {
+        let (ledger, db) = try makeLedger()
+        let survivor = try ledger.register(db, card: card, phone: nil, referrer: nil).id
+        let merged = try ledger.register(db, card: otherCard, phone: nil, referrer: nil).id
+        let before = try completed(try ledger.purchase(db, purchase(200_000, receipt: "m0", card: otherCard)))
+        try ledger.markMerged(db, merged, into: survivor)
+        let after = try completed(try ledger.purchase(db, purchase(100_000, receipt: "m1", card: otherCard)))
+        #expect(after.member == survivor)
+        // The POS retries both with the card it was shown: the same answers, nothing applied twice.
+        let retriedBefore = try completed(try ledger.purchase(db, purchase(200_000, receipt: "m0", card: otherCard)))
+        let retriedAfter = try completed(try ledger.purchase(db, purchase(100_000, receipt: "m1", card: otherCard)))
+        #expect(retriedBefore.replayed && retriedBefore.sequence == before.sequence)
+        #expect(retriedAfter.replayed && retriedAfter.sequence == after.sequence)
+        #expect(retriedAfter.balance == after.balance, "the survivor's balance")
+        #expect(try ledger.status(db).lastSequence == 4)
+        let stranger = CardNumber.issued(prefix: "47", serial: 1).digits
+        _ = try ledger.register(db, card: stranger, phone: nil, referrer: nil)
+        #expect(throws: PosError.receiptConflict("1/m1"), "another person's card under the receipt") {
+            _ = try ledger.purchase(db, purchase(100_000, receipt: "m1", card: stranger))
+        }
+    }
+
     @Test func redemptionIsBoundedByTheRightsHeldHere() throws {
         let (ledger, db) = try makeLedger()
         _ = try ledger.register(db, card: card, phone: nil, referrer: nil)

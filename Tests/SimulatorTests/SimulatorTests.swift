@@ -180,8 +180,10 @@ func smallWorld(_ seed: UInt64) -> SimulationConfig {
 
     /// Members registering a second card with the same phone at any store, under the
     /// seed's faults: the hub merges every such pair, and every invariant (conservation with
-    /// the merges' moves, rights, no overdraft, convergence) holds.
-    @Test(arguments: [3, 9] as [UInt64])
+    /// the merges' moves, rights, no overdraft, convergence) holds. Seed 37 once failed: a
+    /// POS retrying a sale made with a merged record's card was told the receipt was used
+    /// for another purchase.
+    @Test(arguments: [3, 9, 37] as [UInt64])
     func secondRegistrationsAreMergedUnderFaults(seed: UInt64) throws {
         var config = smallWorld(seed)
         config.secondRegistrationChance = 0.7

@@ -668,22 +668,17 @@ public struct EdgeLedger: Sendable {
                         try counter(db, member: purchase.member, account: $0).rights(node) > 0
                     })
                 {
-                    try db.run(
-                        "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING",
-                        [.uint(purchase.member.rawValue)])
+                    try queueRelease(db, purchase.member)
                 }
             case .memberMerge(let merge):
                 // The merged record's cards name the survivor from now on; rights still held
                 // here for it go back to the hub at the next push, which moves them over.
                 try markMerged(db, merge.merged, into: merge.survivor)
-                try db.run(
-                    "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING", [.uint(merge.merged.rawValue)]
-                )
+                try queueRelease(db, merge.merged)
             case .rightsMove(let member, _, let to, _) where to == node && !releasesWithTime:
                 // A grant for a redemption here that the sale it was asked for did not use
                 // (the sale applies its grant itself): it goes back at the next push.
-                try db.run(
-                    "INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING", [.uint(member.rawValue)])
+                try queueRelease(db, member)
             case .rightsMove, .promoCredit, .expiry: break
             }
             try applyEffects(db, entry.effects)
@@ -696,6 +691,11 @@ public struct EdgeLedger: Sendable {
         if clock.last > clockBefore { try setMeta(db, .hlc, clock.last.rawValue) }
         try raiseMeta(db, .feedWatermark, to: upTo)
         return clockErrors
+    }
+
+    /// Has the next push look at every account of `member` for rights to hand back.
+    func queueRelease(_ db: any SQLDatabase, _ member: MemberID) throws {
+        try db.run("INSERT INTO release_queue(member) VALUES(?) ON CONFLICT DO NOTHING", [.uint(member.rawValue)])
     }
 
     /// Members as the hub holds them (a partner-group feed's newcomers, or a member the hub

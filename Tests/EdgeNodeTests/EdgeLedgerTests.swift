@@ -104,6 +104,10 @@ private func completed(_ outcome: PurchaseOutcome) throws -> PurchaseReceipt {
         #expect(throws: PosError.receiptConflict("1/m1"), "another person's card under the receipt") {
             _ = try ledger.purchase(db, purchase(100_000, receipt: "m1", card: stranger))
         }
+        #expect(throws: PosError.receiptConflict("1/m1"), "a card number that does not parse") {
+            _ = try ledger.purchase(db, purchase(100_000, receipt: "m1", card: "4600-not-a-card"))
+        }
+        #expect(try ledger.status(db).lastSequence == 5, "nothing refused was logged")
     }
 
     @Test func redemptionIsBoundedByTheRightsHeldHere() throws {
